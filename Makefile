@@ -1,0 +1,37 @@
+# stylequeue: short recipes. `make test` is the one command CI runs (.ci/run).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: test test-fast lint bench demo clean
+
+# Create the virtualenv, install the project with every extra, run the whole suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Everything but the tests marked slow (real servers, subprocess CLIs).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check producer worker tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/engine.py
+
+# Stylize the generated sample pair. WEIGHTS=imagenet downloads; WEIGHTS=path/to/file.weights.h5 offline.
+WEIGHTS ?= imagenet
+demo: $(STAMP)
+	$(BIN)/stylequeue samples out/
+	$(BIN)/stylequeue stylize out/content.png out/style.png -o out/result.png --size 256 --iterations 50 --weights $(WEIGHTS)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,55 @@
+"""The ``stylequeue`` command line.
+
+Each command's module registers its own sub-parser; commands that need the engine import
+TensorFlow only when they run, so ``stylequeue --help`` works on a light-client install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from producer.errors import StylequeueError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every sub-command registered."""
+    from worker import cli as worker_cli  # argparse only at import time; no TensorFlow
+
+    parser = argparse.ArgumentParser(prog="stylequeue", description="Neural style transfer as a service.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker_cli.add_stylize(sub)
+    worker_cli.add_samples(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stylequeue`` script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except StylequeueError as e:
+        print(f"stylequeue: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        if e.name in ("tensorflow", "keras", "numpy", "scipy", "PIL"):
+            print(
+                f"stylequeue: error: {args.command!r} needs the engine: pip install 'stylequeue[worker]' "
+                f"({e.name} is not installed)",
+                file=sys.stderr,
+            )
+            return 1
+        raise
+    except KeyboardInterrupt:
+        print("stylequeue: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+import keras
+import numpy as np
+import pytest
+from conftest import random_rgb
+
+from producer.errors import ImageError, InvalidJob, WeightsError
+from producer.params import Params
+from worker import vgg
+from worker.engine import Engine, Progress, deprocess, preprocess
+
+SMALL = Params(size=(32, 48), iterations=4)
+
+
+def _gram(f: np.ndarray) -> np.ndarray:
+    flat = f.reshape(-1, f.shape[-1]).astype(np.float64)
+    return flat.T @ flat
+
+
+def test_preprocess_matches_keras_and_round_trips() -> None:
+    rgb = random_rgb(16, 24)
+    ours = preprocess(rgb)
+    theirs = keras.applications.vgg19.preprocess_input(rgb[None].astype(np.float32))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+    assert (deprocess(ours) == rgb).all()
+
+
+def test_seed_loss_equals_straightforward_computation(engine: Engine, weights_file: str) -> None:
+    """The engine's loss equals the tutorial's formulas computed on a separately built full VGG19."""
+    h, w = 32, 48
+    content, style = random_rgb(h, w, 1), random_rgb(h, w, 2)
+    problem = engine.prepare(content, [style], Params(size=(h, w)))
+    x = preprocess(random_rgb(h, w, 3))
+    loss, parts, _ = problem.loss_and_grad(x)
+
+    full = keras.applications.VGG19(include_top=False, weights=weights_file, input_shape=(h, w, 3))
+    names = ["block5_conv2"] + [f"block{i}_conv1" for i in range(1, 6)]
+    model = keras.Model(full.input, [full.get_layer(n).output for n in names])
+    batch = np.concatenate([preprocess(content), preprocess(style), x])
+    feats = [np.asarray(f, np.float64) for f in model(batch)]
+    c = 0.025 * np.sum((feats[0][2] - feats[0][0]) ** 2)
+    s = sum(0.2 * np.sum((_gram(f[1]) - _gram(f[2])) ** 2) / (4.0 * 9 * (h * w) ** 2) for f in feats[1:])
+    xx = x.astype(np.float64)
+    a = (xx[:, : h - 1, : w - 1] - xx[:, 1:, : w - 1]) ** 2
+    b = (xx[:, : h - 1, : w - 1] - xx[:, : h - 1, 1:]) ** 2
+    t = np.sum((a + b) ** 1.25)
+    assert c > 0 and s > 0 and t > 0
+    np.testing.assert_allclose(parts, [c, s, t], rtol=2e-4)
+    np.testing.assert_allclose(loss, c + s + t, rtol=2e-4)
+
+
+@pytest.mark.parametrize("normalization", ["seed", "invariant"])
+def test_gradient_matches_finite_differences(engine: Engine, normalization: str) -> None:
+    params = Params(size=(16, 16), normalization=normalization, content_weight=1.0, style_weight=1e3)
+    problem = engine.prepare(random_rgb(16, 16, 1), [random_rgb(16, 16, 2)], params)
+    x = preprocess(random_rgb(16, 16, 3)).astype(np.float64)
+    _, _, grad = problem.loss_and_grad(x)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        d = rng.standard_normal(x.shape)
+        d /= np.linalg.norm(d)
+        eps = 0.5  # pixel units: large enough to beat float32 round-off in the loss
+        numeric = (problem.loss_and_grad(x + eps * d)[0] - problem.loss_and_grad(x - eps * d)[0]) / (2 * eps)
+        analytic = float(np.sum(grad * d))
+        assert analytic == pytest.approx(numeric, rel=2e-2)
+
+
+def test_loss_decreases_and_progress_is_reported(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    seen: list[Progress] = []
+    result = engine.transfer(content, [style], Params(size=48, iterations=6), callback=seen.append)
+    assert [p.iteration for p in seen] == list(range(1, len(seen) + 1))
+    assert len(seen) == result.iterations >= 3
+    assert all(p.total == 6 for p in seen)
+    losses = [p.loss for p in seen]
+    assert all(b <= a for a, b in zip(losses, losses[1:]))
+    assert losses[-1] < 0.9 * losses[0]
+    first = seen[0]
+    assert first.loss == pytest.approx(first.content_loss + first.style_loss + first.tv_loss, rel=1e-5)
+    assert result.image.shape == (36, 48, 3) and result.image.dtype == np.uint8
+    assert result.evaluations >= result.iterations
+    assert result.loss == pytest.approx(result.content_loss + result.style_loss + result.tv_loss, rel=1e-5)
+
+
+def test_callback_can_stop_early(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    result = engine.transfer(content, [style], Params(size=32, iterations=50), callback=lambda p: p.iteration >= 2)
+    assert result.iterations == 2 and result.stopped_early
+
+
+def test_same_seed_same_output(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    params = Params(size=32, iterations=3, init="noise", seed=42)
+    a = engine.transfer(content, [style], params)
+    b = engine.transfer(content, [style], params)
+    c = engine.transfer(content, [style], params.replace(seed=43))
+    assert (a.image == b.image).all() and a.loss == b.loss
+    assert not (a.image == c.image).all()
+
+
+def test_no_retrace_for_a_second_job_of_the_same_shape(weights_file: str) -> None:
+    engine = Engine(weights=weights_file)
+    engine.transfer(random_rgb(32, 32, 1), [random_rgb(40, 40, 2)], Params(size=32, iterations=2))
+    assert engine.traces == 1
+    # different images, style size, weights and iteration count, same output shape: no retrace
+    engine.transfer(
+        random_rgb(64, 64, 3),
+        [random_rgb(20, 36, 4)],
+        Params(size=32, iterations=3, content_weight=5.0, style_weight=0.5, tv_weight=0.1),
+    )
+    assert engine.traces == 1
+    engine.transfer(random_rgb(32, 48, 3), [random_rgb(32, 32, 4)], Params(size=48, iterations=2))
+    assert engine.traces == 2  # a new shape traces once
+
+
+def test_model_is_built_once_and_cut_after_the_deepest_layer(weights_file: str) -> None:
+    a = vgg.feature_model(weights_file, ["block3_conv1", "block1_conv1"])
+    assert vgg.feature_model(weights_file, ["block3_conv1", "block1_conv1"]) is a
+    conv_names = [layer.name for layer in a.layers if "conv" in layer.name]
+    assert conv_names[-1] == "block3_conv1" and len(conv_names) == 5
+    b = vgg.feature_model(weights_file, ["block1_conv1"])
+    assert b.get_layer("block1_conv1") is a.get_layer("block1_conv1")  # one set of weights
+
+
+def test_several_styles_blend(engine: Engine, content: np.ndarray) -> None:
+    s1, s2 = random_rgb(32, 32, 5), random_rgb(32, 32, 6)
+    params = Params(size=32, iterations=2)
+    only_first = engine.transfer(content, [s1, s2], params, style_blend=[1.0, 0.0])
+    alone = engine.transfer(content, [s1], params)
+    assert only_first.loss == pytest.approx(alone.loss, rel=1e-4)
+    mixed = engine.transfer(content, [s1, s2], params, style_blend=[0.5, 0.5])
+    assert mixed.loss != pytest.approx(alone.loss, rel=1e-3)
+    with pytest.raises(InvalidJob, match="blend weight"):
+        engine.transfer(content, [s1, s2], params, style_blend=[1.0])
+
+
+def test_preserve_colors_keeps_content_chroma(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    from PIL import Image
+
+    result = engine.transfer(content, [style], Params(size=48, iterations=2, preserve_colors=True))
+    ycc = np.asarray(Image.fromarray(result.image).convert("YCbCr"), np.int16)
+    ref = np.asarray(Image.fromarray(content).resize((48, 36)).convert("YCbCr"), np.int16)
+    assert np.abs(ycc[..., 1:] - ref[..., 1:]).mean() < 3
+
+
+def test_init_from_image_and_missing_init(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    init = random_rgb(36, 48, 9)
+    result = engine.transfer(content, [style], Params(size=48, iterations=1, init="image"), init_image=init)
+    assert result.image.shape == (36, 48, 3)
+    with pytest.raises(InvalidJob, match="params.init"):
+        engine.transfer(content, [style], Params(size=48, iterations=1, init="image"))
+
+
+def test_invariant_normalization_does_not_scale_with_size(engine: Engine) -> None:
+    """The same picture tiled 2x2 (same statistics, 4x the pixels): seed content grows ~4x, invariant doesn't."""
+    tile = lambda img: np.tile(img, (2, 2, 1))  # noqa: E731
+    content, style, gen = random_rgb(32, 32, 1), random_rgb(32, 32, 2), random_rgb(32, 32, 7)
+    layers = {"content_layers": ("block3_conv1",), "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1")}
+    ratios = {}
+    for norm in ("seed", "invariant"):
+        parts = []
+        for c, s, x in ((content, style, gen), (tile(content), tile(style), tile(gen))):
+            p = engine.prepare(c, [s], Params(size=c.shape[0], normalization=norm, **layers))  # type: ignore[arg-type]
+            parts.append(p.loss_and_grad(preprocess(x))[1])
+        ratios[norm] = parts[1] / parts[0]
+    assert 3.0 < ratios["seed"][0] < 5.0  # the content sum grows with the pixel count
+    assert 0.75 < ratios["invariant"][0] < 1.33 and 0.75 < ratios["invariant"][1] < 1.33
+
+
+def test_too_small_for_the_layers(engine: Engine, style: np.ndarray) -> None:
+    with pytest.raises(ImageError, match="too small for the layers used"):
+        engine.transfer(random_rgb(32, 32), [style], Params(size=32, style_scale=0.25))
+
+
+def test_weights_errors(tmp_path, weights_file: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(WeightsError, match="does not exist"):
+        vgg.feature_model(str(tmp_path / "nope.weights.h5"), ["block1_conv1"])
+    with pytest.raises(WeightsError, match="expected 00"):
+        vgg.feature_model(weights_file, ["block1_conv1"], sha256="00" * 32)
+    good = vgg.sha256_file(weights_file)
+    assert vgg.feature_model(weights_file, ["block1_conv1"], sha256=good) is not None
+
+
+def test_imagenet_without_network_says_how_to_give_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("URL fetch failure: network is unreachable")
+
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", no_network)
+    with pytest.raises(WeightsError, match="--weights PATH"):
+        vgg.feature_model("imagenet", ["block1_conv1"], sha256=None)

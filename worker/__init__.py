@@ -1,0 +1,1 @@
+"""stylequeue's engine (VGG19 + L-BFGS style transfer) and, later, its Celery worker."""
