@@ -16,6 +16,7 @@ from producer.errors import StylequeueError
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
+    from producer import commands
     from worker import cli as worker_cli  # argparse only at import time; no TensorFlow
 
     parser = argparse.ArgumentParser(prog="stylequeue", description="Neural style transfer as a service.")
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     worker_cli.add_stylize(sub)
     worker_cli.add_samples(sub)
+    commands.add_commands(sub)
     return parser
 
 
@@ -46,9 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 1
         raise
+    except TimeoutError as e:
+        print(f"stylequeue: error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("stylequeue: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # The broker is unreachable: kombu's OperationalError (after publish retries) or an OSError.
+        if isinstance(e, OSError) or type(e).__module__.startswith(("kombu", "redis")):
+            print(f"stylequeue: error: cannot reach the broker or store: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

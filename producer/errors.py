@@ -7,8 +7,13 @@ Every error the system raises on purpose derives from :class:`StylequeueError` a
     ├── PermanentError          never retried: the same input fails the same way again
     │   ├── InvalidJob          the job or its parameters break the contract (names the field)
     │   ├── ImageError          the bytes are not a usable image (empty, corrupt, too large, ...)
-    │   └── WeightsError        the VGG19 weights are missing, unreadable or fail their sha256
-    └── TransientError          may succeed later: retried with backoff and jitter
+    │   ├── WeightsError        the VGG19 weights are missing, unreadable or fail their sha256
+    │   ├── ObjectNotFound      the object (or its bucket) does not exist in the store
+    │   ├── BucketNotAllowed    the bucket is outside the allowlist, or access is denied
+    │   └── JobCancelled        the job was cancelled by a client
+    ├── TransientError          may succeed later: retried with backoff and jitter
+    │   └── StoreUnavailable    the object store timed out, throttled, or answered 5xx
+    └── JobFailed               (client side) a job ended FAILED; carries the worker's error
 
 The light client (``producer``) and the engine (``worker``) share this module so that a failure
 carries the same class name from the worker's result back to the caller.
@@ -44,10 +49,14 @@ class InvalidJob(PermanentError):
             message as a whole.
     """
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str = "") -> None:
         self.field = field
         self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
+        # args stay (field, message) so Celery can rebuild the exception from a JSON result.
+        super().__init__(field, message)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field and self.message else self.field or self.message
 
 
 class ImageError(PermanentError):
@@ -56,3 +65,38 @@ class ImageError(PermanentError):
 
 class WeightsError(PermanentError):
     """VGG19 weights that cannot be had: download impossible, file missing, or sha256 mismatch."""
+
+
+class ObjectNotFound(PermanentError):
+    """The object or its bucket does not exist in the object store."""
+
+
+class BucketNotAllowed(PermanentError):
+    """The bucket is outside the deployment's allowlist, or the store denied access."""
+
+
+class JobCancelled(PermanentError):
+    """A client cancelled the job; it stops at the next iteration and is never retried."""
+
+
+class StoreUnavailable(TransientError):
+    """The object store could not be reached, timed out, throttled us or answered 5xx."""
+
+
+class JobFailed(StylequeueError):
+    """Client side: a job ended in the FAILURE state.
+
+    Attributes:
+        job_id: The job's id.
+        error_type: Class name of the worker's error (``"ImageError"``, ``"InvalidJob"``, ...).
+        error_message: The worker's message.
+    """
+
+    def __init__(self, job_id: str, error_type: str, error_message: str) -> None:
+        self.job_id = job_id
+        self.error_type = error_type
+        self.error_message = error_message
+        super().__init__(job_id, error_type, error_message)
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} failed: {self.error_type}: {self.error_message}"

@@ -48,3 +48,154 @@ def content() -> np.ndarray:
 @pytest.fixture
 def style() -> np.ndarray:
     return random_rgb(40, 40, seed=2)
+
+
+# -- real services: redis-server, SeaweedFS S3, and `celery worker` processes ------------------
+
+BUCKETS = ["inputs", "outputs", "models", "forbidden"]
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real redis-server and a real SeaweedFS S3 server on free ports, for the whole session."""
+    from producer.services import RedisServer, SeaweedS3
+
+    base = tmp_path_factory.mktemp("services")
+    redis = RedisServer(base / "redis").start()
+    s3 = SeaweedS3(base / "s3", buckets=BUCKETS).start()
+    yield redis, s3
+    s3.stop()
+    redis.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(services, weights_file: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Environment of the worker and client processes; the weights come from the store."""
+    from producer.services import DEV_KEY
+    from producer.storage import sha256_file
+
+    redis, s3 = services
+    s3.client().upload_file(weights_file, "models", "vgg19/random.weights.h5")
+    env = {
+        "STYLEQUEUE_BROKER_URL": redis.url,
+        "STYLEQUEUE_S3_ENDPOINT_URL": s3.endpoint,
+        "AWS_ACCESS_KEY_ID": DEV_KEY,
+        "AWS_SECRET_ACCESS_KEY": DEV_KEY,
+        "STYLEQUEUE_ALLOWED_BUCKETS": "inputs,outputs,models",
+        "STYLEQUEUE_WEIGHTS": "s3://models/vgg19/random.weights.h5",
+        "STYLEQUEUE_WEIGHTS_SHA256": sha256_file(weights_file),
+        "STYLEQUEUE_WEIGHTS_CACHE_DIR": str(tmp_path_factory.mktemp("weights-cache")),
+        "STYLEQUEUE_PROGRESS_INTERVAL_S": "0",
+        "STYLEQUEUE_MAX_RETRIES": "2",
+        "STYLEQUEUE_RETRY_BACKOFF_MAX_S": "2",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    # The test process is a client too: boto3 reads the credentials from the environment.
+    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    return env
+
+
+class WorkerProcess:
+    """A real `celery -A worker.app worker` in its own process group."""
+
+    def __init__(self, env: dict[str, str], log_path, name: str = "w1", concurrency: int = 1) -> None:  # type: ignore[no-untyped-def]
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        self.name = name
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "-Q",
+            "stylequeue",
+            "--pool",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, app, timeout_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+        """Wait until the worker answers a ping (its consumer is up)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"worker exited early:\n{self.log()}"
+            if any(self.name in k for r in app.control.ping(timeout=1.0) or [] for k in r):
+                return
+        raise TimeoutError(f"worker not ready in {timeout_s} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self, sig: int | None = None, timeout_s: float = 60.0) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig or signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def client(stack_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from producer.client import Client
+    from producer.settings import Settings
+
+    return Client(Settings.from_env(stack_env))
+
+
+@pytest.fixture(scope="session")
+def worker(stack_env: dict[str, str], client, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    w = WorkerProcess(stack_env, tmp_path_factory.mktemp("worker") / "worker.log")
+    w.wait_ready(client.app)
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="session")
+def store(stack_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from producer.settings import Settings
+    from producer.storage import Store
+
+    return Store(Settings.from_env({**stack_env, "STYLEQUEUE_ALLOWED_BUCKETS": ""}))
+
+
+@pytest.fixture(scope="session")
+def inputs(store) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Images (and non-images) uploaded to the inputs bucket: name -> s3 URI."""
+    from producer.contract import ObjectRef
+
+    objects = {
+        "content.png": png_bytes(random_rgb(48, 64, 1)),
+        "style.jpg": png_bytes(random_rgb(40, 40, 2), fmt="JPEG"),
+        "style2.png": png_bytes(random_rgb(32, 32, 3)),
+        "not-an-image.jpg": b"this is not an image, just some text",
+    }
+    uris = {}
+    for name, data in objects.items():
+        ref = ObjectRef("inputs", f"test/{name}")
+        store.put(ref, data, "application/octet-stream")
+        uris[name] = ref.uri
+    return uris

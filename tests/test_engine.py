@@ -5,6 +5,7 @@ from conftest import random_rgb
 
 from producer.errors import ImageError, InvalidJob, WeightsError
 from producer.params import Params
+from producer.storage import sha256_file
 from worker import vgg
 from worker.engine import Engine, Progress, deprocess, preprocess
 
@@ -173,7 +174,7 @@ def test_weights_errors(tmp_path, weights_file: str) -> None:  # type: ignore[no
         vgg.feature_model(str(tmp_path / "nope.weights.h5"), ["block1_conv1"])
     with pytest.raises(WeightsError, match="expected 00"):
         vgg.feature_model(weights_file, ["block1_conv1"], sha256="00" * 32)
-    good = vgg.sha256_file(weights_file)
+    good = sha256_file(weights_file)
     assert vgg.feature_model(weights_file, ["block1_conv1"], sha256=good) is not None
 
 

@@ -7,12 +7,12 @@ these commands in ``--help``; TensorFlow is imported when ``stylize`` runs.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from producer.errors import ImageError, InvalidJob
+from producer.progressbar import ProgressBar
 
 
 def _size(text: str) -> int | tuple[int, int]:
@@ -120,34 +120,6 @@ def _read(path: str, what: str) -> bytes:
         raise ImageError(f"{what} {path!r}: is a directory") from None
     except OSError as e:
         raise ImageError(f"{what} {path!r}: cannot read ({e.strerror})") from None
-
-
-class ProgressBar:
-    """A one-line text progress bar on a stream, redrawn in place."""
-
-    def __init__(self, stream: Any = sys.stderr, width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-
-    def __call__(self, p: Any) -> None:
-        """Draw the bar for a :class:`worker.engine.Progress`-like object."""
-        done = int(self.width * p.iteration / max(1, p.total))
-        line = (
-            f"[{'#' * done}{'.' * (self.width - done)}] {p.iteration}/{p.total} "
-            f"loss {p.loss:.4g} {p.elapsed_s / max(1, p.iteration):.2f} s/it"
-        )
-        if self.tty:
-            self.stream.write("\r" + line)
-        elif p.iteration == p.total or p.iteration % max(1, p.total // 10) == 0:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the line."""
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def run_stylize(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ model cut after the deepest layer it uses, sharing the same weight variables.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from producer.errors import WeightsError
 from producer.params import VGG19_CONV_LAYERS
+from producer.storage import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,6 @@ _bases: dict[tuple[str, str | None], object] = {}
 _cut: dict[tuple[str, str | None, tuple[str, ...]], object] = {}
 #: Seconds spent loading each weights source, for metrics and logs.
 load_seconds: dict[tuple[str, str | None], float] = {}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _resolve(weights: str, sha256: str | None) -> str:

@@ -1,0 +1,166 @@
+"""``stylequeue submit | status | wait | cancel``: the client from the command line.
+
+Configuration comes from the environment (:mod:`producer.settings`). Results and statuses are
+printed as JSON on stdout; progress bars and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from producer.contract import ObjectRef
+from producer.errors import ImageError, InvalidJob
+from producer.progressbar import ProgressBar
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``submit``, ``status``, ``wait`` and ``cancel``."""
+    p = sub.add_parser(
+        "submit",
+        help="enqueue a style-transfer job",
+        description="Enqueue a job. CONTENT and STYLE are s3:// URIs, or local files with --bucket.",
+    )
+    p.add_argument("content", help="s3://bucket/key of the content image (or a local file with --bucket)")
+    p.add_argument("styles", nargs="+", metavar="style", help="style image URI(s) (or local files with --bucket)")
+    p.add_argument("--output", help="s3://bucket/key, or a prefix ending in '/' (default s3://BUCKET/results/)")
+    p.add_argument("--bucket", help="upload local files to this bucket (under uploads/) first")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="engine option, e.g. size=512 iterations=200 preserve_colors=true (repeatable)",
+    )
+    p.add_argument("--style-blend", help="comma-separated blend weights, one per style")
+    p.add_argument("--format", choices=["png", "jpeg", "webp"], help="output format (default from the key, else png)")
+    p.add_argument("--job-id", help="your id for the job (default: a random one)")
+    p.add_argument("--priority", type=int, help="0 (most urgent) to 9 (least); default 5")
+    p.add_argument("--wait", action="store_true", help="wait for the result, with a progress bar")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    p.set_defaults(run=run_submit)
+
+    p = sub.add_parser("status", help="print a job's state, progress, result or error as JSON")
+    p.add_argument("job_id")
+    p.set_defaults(run=run_status)
+
+    p = sub.add_parser("wait", help="wait for a job, with a progress bar; print its result as JSON")
+    p.add_argument("job_id")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    p.set_defaults(run=run_wait)
+
+    p = sub.add_parser("cancel", help="cancel a job (queued: skipped; running: stops at the next iteration)")
+    p.add_argument("job_id")
+    p.set_defaults(run=run_cancel)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise InvalidJob("--param", f"{text!r} is not NAME=VALUE")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw  # a bare word: a string option such as normalization=invariant
+    if isinstance(value, str) and "," in value and name.endswith("layers"):
+        value = [v.strip() for v in value.split(",")]
+    return name.strip(), value
+
+
+def _client() -> Any:
+    from producer.client import Client
+
+    return Client()
+
+
+def _as_uri(value: str, bucket: str | None, store: Any, field: str) -> str:
+    """An s3:// URI as is; a local file uploaded under ``uploads/<sha256>`` of ``bucket``."""
+    if value.startswith("s3://"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise ImageError(f"{field} {value!r}: no such file (give an s3:// URI, or a local file with --bucket)")
+    if bucket is None:
+        raise InvalidJob("--bucket", f"{field} {value!r} is a local file: give --bucket to upload it")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    ref = ObjectRef(bucket, f"uploads/{digest[:32]}{path.suffix.lower()}")
+    store.upload_file(path, ref)
+    return ref.uri
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    """Run ``stylequeue submit``."""
+    client = _client()
+    params = dict(_param(p) for p in args.param)
+    local = [v for v in [args.content, *args.styles] if not v.startswith("s3://")]
+    store = None
+    if local and args.bucket:
+        from producer.storage import Store
+
+        store = Store(client.settings)
+    content = _as_uri(args.content, args.bucket, store, "content")
+    styles = [_as_uri(s, args.bucket, store, "style") for s in args.styles]
+    output = args.output or (f"s3://{args.bucket}/results/" if args.bucket else None)
+    if output is None:
+        raise InvalidJob("--output", "is required (or give --bucket to write under s3://BUCKET/results/)")
+    weights = None
+    if args.style_blend:
+        try:
+            weights = [float(w) for w in args.style_blend.split(",")]
+        except ValueError:
+            raise InvalidJob("--style-blend", f"{args.style_blend!r} is not a list of numbers") from None
+    job = client.submit(
+        content,
+        styles,
+        output,
+        params,
+        style_weights=weights,
+        job_id=args.job_id,
+        format=args.format,
+        priority=args.priority,
+    )
+    if not args.wait:
+        print(job.id)
+        return 0
+    print(f"submitted {job.id}", file=sys.stderr)
+    return _wait(job, args.timeout)
+
+
+def _wait(job: Any, timeout: float | None) -> int:
+    bar = ProgressBar()
+    try:
+        result = job.wait(timeout=timeout, on_progress=bar)
+    finally:
+        bar.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_wait(args: argparse.Namespace) -> int:
+    """Run ``stylequeue wait``."""
+    return _wait(_client().job(args.job_id), args.timeout)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Run ``stylequeue status``."""
+    job = _client().job(args.job_id)
+    state = job.status()
+    out: dict[str, Any] = {"job_id": job.id, "state": state}
+    progress = job.progress()
+    out["progress"] = None if progress is None else progress.__dict__
+    out["result"] = job.result(timeout=1) if state == "SUCCESS" else None
+    err = job.error()
+    out["error"] = None if err is None else {"type": err.error_type, "message": err.error_message}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    """Run ``stylequeue cancel``."""
+    _client().job(args.job_id).cancel()
+    print(f"cancel requested for {args.job_id}")
+    return 0

