@@ -12,7 +12,7 @@ This module is pure Python (no NumPy, no TensorFlow) so the light client can val
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from producer.errors import InvalidJob
@@ -107,7 +107,8 @@ class Params:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (tuples become lists) that :meth:`from_dict` accepts."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values}
 
     def replace(self, **changes: Any) -> Params:
         """Return a copy with some fields changed (validated again)."""

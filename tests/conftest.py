@@ -99,6 +99,7 @@ class WorkerProcess:
     """A real `celery -A worker.app worker` in its own process group."""
 
     def __init__(self, env: dict[str, str], log_path, name: str = "w1", concurrency: int = 1) -> None:  # type: ignore[no-untyped-def]
+        """Start it; the queue is ``env["STYLEQUEUE_QUEUE"]`` (default ``stylequeue``)."""
         import subprocess
         import sys
 
@@ -112,7 +113,7 @@ class WorkerProcess:
             "worker.app",
             "worker",
             "-Q",
-            "stylequeue",
+            env.get("STYLEQUEUE_QUEUE", "stylequeue"),
             "--pool",
             "prefork",
             "-c",

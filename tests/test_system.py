@@ -170,3 +170,53 @@ def test_submit_many_and_priorities(client, worker, inputs) -> None:  # type: ig
     assert [h.id for h in handles] == [j.job_id for j in jobs]
     results = [h.wait(timeout=120) for h in handles]
     assert len({r["output"] for r in results}) == 5
+
+
+def test_transient_store_errors_are_retried_with_backoff_then_fail(stack_env, weights_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A worker whose object store is unreachable retries max_retries times, then fails the job."""
+    from conftest import WorkerProcess
+
+    from producer.client import Client
+    from producer.services import free_port
+    from producer.settings import Settings
+
+    env = {
+        **stack_env,
+        "STYLEQUEUE_QUEUE": "stylequeue-deadstore",
+        "STYLEQUEUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "STYLEQUEUE_WEIGHTS": weights_file,
+    }  # a local weights file: no store needed to start
+    dead = Client(Settings.from_env(env))
+    w = WorkerProcess(env, tmp_path / "worker.log", name="deadstore")
+    try:
+        w.wait_ready(dead.app)
+        job = dead.submit("s3://inputs/test/content.png", "s3://inputs/test/style.jpg", "s3://outputs/", TINY)
+        with pytest.raises(JobFailed) as err:
+            try:
+                job.wait(timeout=120)
+            except TimeoutError:
+                print(w.log())
+                raise
+        assert err.value.error_type == "StoreUnavailable" and "EndpointConnectionError" in err.value.error_message
+        assert dead.app.backend.get_task_meta(job.id)["retries"] == 2  # STYLEQUEUE_MAX_RETRIES
+        assert w.log().count("Retry in") == 2
+    finally:
+        w.stop()
+
+
+def test_priorities_land_in_per_priority_lists(client, stack_env) -> None:  # type: ignore[no-untyped-def]
+    """Redis keeps one list per priority step (0 in the bare queue list); lower numbers drain first."""
+    import redis
+
+    from producer.client import Client
+    from producer.settings import Settings
+
+    idle = Client(Settings.from_env({**stack_env, "STYLEQUEUE_QUEUE": "stylequeue-nobody"}))
+    msg = {"content": "s3://inputs/a.png", "style": "s3://inputs/b.png", "output": "s3://outputs/"}
+    idle.submit_many([msg] * 3, priority=0)
+    idle.send(msg)  # default priority 5
+    idle.send(msg, priority=9)
+    r = redis.Redis.from_url(stack_env["STYLEQUEUE_BROKER_URL"])
+    assert [r.llen(q) for q in ("stylequeue-nobody", "stylequeue-nobody:5", "stylequeue-nobody:9")] == [3, 1, 1]
+    with pytest.raises(InvalidJob, match="priority"):
+        idle.send(msg, priority=10)
