@@ -8,7 +8,7 @@ instance role, and stylequeue never logs or stores them.
 =================================== ========================== ===========================================
 variable                            default                    meaning
 =================================== ========================== ===========================================
-``STYLEQUEUE_BROKER_URL``           ``redis://localhost:6379/0`` Celery broker (``redis://`` or ``rediss://``)
+``STYLEQUEUE_BROKER_URL``           ``redis://localhost:6379/0`` Celery broker (a ``redis://`` URL)
 ``STYLEQUEUE_RESULT_BACKEND``       the broker URL             where states, progress and results live
 ``STYLEQUEUE_QUEUE``                ``stylequeue``             queue the jobs go to
 ``STYLEQUEUE_S3_ENDPOINT_URL``      AWS (none)                 S3-compatible endpoint; falls back to
