@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
     from producer import commands
     from worker import cli as worker_cli  # argparse only at import time; no TensorFlow
+    from worker import commands as worker_commands
 
     parser = argparse.ArgumentParser(prog="stylequeue", description="Neural style transfer as a service.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cli.add_stylize(sub)
     worker_cli.add_samples(sub)
     commands.add_commands(sub)
+    worker_commands.add_commands(sub)
     return parser
 
 

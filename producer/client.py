@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -197,9 +198,10 @@ class Client:
             job = Job.from_message({**job.to_message(), "job_id": uuid.uuid4().hex})
         assert job.job_id is not None
         _check_priority(priority)
+        message = {**job.to_message(), "submitted_at": round(time.time(), 3)}
         self._sender.send_task(
             TASK_NAME,
-            args=[job.to_message()],
+            args=[message],
             task_id=job.job_id,
             queue=self.settings.queue,
             # Explicit: send_task ignores task_default_priority, and Redis treats "none" as 0 (first).

@@ -53,6 +53,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     p.set_defaults(run=run_wait)
 
+    p = sub.add_parser("queue", help="print the queue's depth as JSON: every priority list plus unacked jobs")
+    p.set_defaults(run=run_queue)
+
     p = sub.add_parser("cancel", help="cancel a job (queued: skipped; running: stops at the next iteration)")
     p.add_argument("job_id")
     p.set_defaults(run=run_cancel)
@@ -163,4 +166,17 @@ def run_cancel(args: argparse.Namespace) -> int:
     """Run ``stylequeue cancel``."""
     _client().job(args.job_id).cancel()
     print(f"cancel requested for {args.job_id}")
+    return 0
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    """Run ``stylequeue queue``."""
+    import redis
+
+    from producer.queues import depth
+    from producer.settings import Settings
+
+    settings = Settings.from_env()
+    d = depth(redis.Redis.from_url(settings.broker_url, socket_timeout=5), settings.queue)
+    print(json.dumps({"queue": d.queue, "total": d.total, "unacked": d.unacked, "ready": d.ready}, indent=2))
     return 0

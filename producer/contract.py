@@ -38,7 +38,7 @@ CANCEL_KEY = "stylequeue:cancel:{}"
 VERSION = 1
 
 FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
-_FIELDS = {"version", "job_id", "content", "style", "output", "format", "params"}
+_FIELDS = {"version", "job_id", "content", "style", "output", "format", "params", "submitted_at"}
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 MAX_STYLES = 8
@@ -111,6 +111,7 @@ class Job:
         format: Output format (``png``, ``jpeg``, ``webp``); ``None``: from the output key's
             suffix, else ``png``.
         version: Contract version.
+        submitted_at: When the client sent it (Unix epoch seconds), for the queue-wait metric.
     """
 
     content: ObjectRef
@@ -121,6 +122,7 @@ class Job:
     job_id: str | None = None
     format: str | None = None
     version: int = VERSION
+    submitted_at: float | None = None
 
     @classmethod
     def from_message(cls, message: Any) -> Job:
@@ -150,6 +152,9 @@ class Job:
             raise InvalidJob("job_id", "must be 1-128 characters of letters, digits, '.', '_' or '-'")
         styles, weights = _parse_styles(message["style"])
         output = ObjectRef.parse(message["output"], "output", prefix_ok=True)
+        submitted_at = message.get("submitted_at")
+        if submitted_at is not None and (isinstance(submitted_at, bool) or not isinstance(submitted_at, (int, float))):
+            raise InvalidJob("submitted_at", f"must be Unix epoch seconds (a number), got {submitted_at!r}")
         fmt = message.get("format")
         if fmt is not None and (not isinstance(fmt, str) or fmt.lower() not in FORMATS):
             raise InvalidJob("format", f"{fmt!r} is not png, jpeg or webp")
@@ -161,6 +166,7 @@ class Job:
             style_weights=weights,
             job_id=job_id,
             format=FORMATS[fmt.lower()] if fmt else None,
+            submitted_at=float(submitted_at) if submitted_at is not None else None,
         )
         job.output_format()  # a suffix that contradicts "format" is an error now, not at upload
         return job
@@ -182,6 +188,8 @@ class Job:
             message["job_id"] = self.job_id
         if self.format is not None:
             message["format"] = self.format
+        if self.submitted_at is not None:
+            message["submitted_at"] = self.submitted_at
         return message
 
     def output_format(self) -> str:

@@ -30,6 +30,8 @@ variable                            default                    meaning
 ``STYLEQUEUE_RETRY_BACKOFF_MAX_S``  ``300``                    cap of the exponential retry backoff (s)
 ``STYLEQUEUE_PROGRESS_INTERVAL_S``  ``0.5``                    least time between two progress updates (s)
 ``STYLEQUEUE_PROC_ALIVE_TIMEOUT_S`` ``300``                    time a worker child has to load the model (s)
+``STYLEQUEUE_METRICS_PORT``         ``9808``                   worker's Prometheus port (0: off)
+``STYLEQUEUE_HEALTH_DIR``           ``/tmp/stylequeue-health`` per-child state files for ``stylequeue health``
 =================================== ========================== ===========================================
 """
 
@@ -67,6 +69,8 @@ class Settings:
     retry_backoff_max_s: int = 300
     progress_interval_s: float = 0.5
     proc_alive_timeout_s: int = 300
+    metrics_port: int = 9808
+    health_dir: str = "/tmp/stylequeue-health"
 
     @property
     def backend_url(self) -> str:

@@ -71,7 +71,7 @@ def services(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 @pytest.fixture(scope="session")
 def stack_env(services, weights_file: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Environment of the worker and client processes; the weights come from the store."""
-    from producer.services import DEV_KEY
+    from producer.services import DEV_KEY, free_port
     from producer.storage import sha256_file
 
     redis, s3 = services
@@ -88,6 +88,8 @@ def stack_env(services, weights_file: str, tmp_path_factory: pytest.TempPathFact
         "STYLEQUEUE_PROGRESS_INTERVAL_S": "0",
         "STYLEQUEUE_MAX_RETRIES": "2",
         "STYLEQUEUE_RETRY_BACKOFF_MAX_S": "2",
+        "STYLEQUEUE_METRICS_PORT": str(free_port()),
+        "STYLEQUEUE_HEALTH_DIR": str(tmp_path_factory.mktemp("health")),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     # The test process is a client too: boto3 reads the credentials from the environment.
@@ -96,7 +98,7 @@ def stack_env(services, weights_file: str, tmp_path_factory: pytest.TempPathFact
 
 
 class WorkerProcess:
-    """A real `celery -A worker.app worker` in its own process group."""
+    """A real worker (`stylequeue worker`, i.e. `celery -A worker.app worker`) in its own process group."""
 
     def __init__(self, env: dict[str, str], log_path, name: str = "w1", concurrency: int = 1) -> None:  # type: ignore[no-untyped-def]
         """Start it; the queue is ``env["STYLEQUEUE_QUEUE"]`` (default ``stylequeue``)."""
@@ -105,26 +107,8 @@ class WorkerProcess:
 
         self.log_path = log_path
         self.name = name
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "-Q",
-            env.get("STYLEQUEUE_QUEUE", "stylequeue"),
-            "--pool",
-            "prefork",
-            "-c",
-            str(concurrency),
-            "-n",
-            f"{name}@%h",
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        # `stylequeue worker` execs the real `celery -A worker.app worker ...` command line.
+        argv = [sys.executable, "-m", "producer.cli", "worker", "-c", str(concurrency), "-n", f"{name}@%h"]
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             argv, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True

@@ -184,8 +184,10 @@ def test_transient_store_errors_are_retried_with_backoff_then_fail(stack_env, we
         **stack_env,
         "STYLEQUEUE_QUEUE": "stylequeue-deadstore",
         "STYLEQUEUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        "STYLEQUEUE_WEIGHTS": weights_file,
-    }  # a local weights file: no store needed to start
+        "STYLEQUEUE_WEIGHTS": weights_file,  # a local weights file: no store needed to start
+        "STYLEQUEUE_METRICS_PORT": "0",
+        "STYLEQUEUE_HEALTH_DIR": str(tmp_path / "health"),
+    }
     dead = Client(Settings.from_env(env))
     w = WorkerProcess(env, tmp_path / "worker.log", name="deadstore")
     try:

@@ -19,7 +19,7 @@ from celery.exceptions import Ignore
 
 from producer.contract import CANCEL_KEY, TASK_NAME
 from producer.errors import JobCancelled, TransientError
-from worker import jobs, runtime
+from worker import jobs, monitor, runtime
 from worker.app import app, settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Reporter:
         """Report one :class:`worker.engine.Progress`; raise :class:`JobCancelled` if cancelled."""
         if self.cancelled():
             raise JobCancelled(f"job {self.job_id} was cancelled at iteration {p.iteration}/{p.total}")
+        monitor.on_progress(p.iteration, p.total)
         now = time.monotonic()
         if now - self._last >= self.interval_s or p.iteration == p.total:
             self._last = now

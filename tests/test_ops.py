@@ -1,0 +1,157 @@
+"""Operating the workers with real processes: metrics, queue depth, health, warm shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from producer.errors import JobFailed
+from producer.queues import depth
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-m", "producer.cli"]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def sample(text: str, metric: str, **labels: str) -> float:
+    """The value of a series (the largest, when several processes report it)."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(metric) and all(f'{k}="{v}"' in line for k, v in labels.items())
+    ]
+    if values:
+        return max(values)
+    raise AssertionError(f"{metric} {labels} not in metrics:\n{text[:3000]}")
+
+
+def test_metrics_after_jobs(client, worker, inputs, stack_env) -> None:  # type: ignore[no-untyped-def]
+    port = int(stack_env["STYLEQUEUE_METRICS_PORT"])
+    before = scrape(port)
+    ok = client.submit(
+        inputs["content.png"], inputs["style.jpg"], "s3://outputs/metrics/", {"size": 32, "iterations": 3}
+    )
+    ok.wait(timeout=120)
+    bad = client.submit(inputs["not-an-image.jpg"], inputs["style.jpg"], "s3://outputs/metrics/", {"size": 32})
+    with pytest.raises(JobFailed):
+        bad.wait(timeout=60)
+    after = scrape(port)
+
+    def delta(metric: str, **labels: str) -> float:
+        try:
+            old = sample(before, metric, **labels)
+        except AssertionError:
+            old = 0.0
+        return sample(after, metric, **labels) - old
+
+    task = {"name": "stylequeue.transfer"}
+    assert delta("celery_task_succeeded_total", **task) >= 1
+    assert delta("celery_task_failed_total", exception="ImageError", **task) >= 1
+    assert delta("celery_task_runtime_seconds_count", **task) >= 2
+    assert delta("stylequeue_job_queue_wait_seconds_count") >= 2
+    assert sample(after, "stylequeue_model_load_seconds") > 0
+    assert sample(after, "celery_queue_length", queue_name="stylequeue") == 0
+    assert sample(after, "stylequeue_queue_ready", queue="stylequeue", priority="5") == 0
+    assert "stylequeue_iterations_per_second" in after and "stylequeue_job_progress_ratio" in after
+
+
+def test_queue_depth_counts_running_jobs_and_every_priority(client, worker, inputs, stack_env) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    r = redis.Redis.from_url(stack_env["STYLEQUEUE_BROKER_URL"])
+    job = client.submit(
+        inputs["content.png"], inputs["style.jpg"], "s3://outputs/depth/", {"size": 32, "iterations": 2000}
+    )
+    queued = [
+        client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/depth/", {"size": 32}, priority=p)
+        for p in (0, 9)
+    ]
+    seen = []
+
+    def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+        if not seen:
+            seen.append(depth(r, "stylequeue"))
+            proc = subprocess.run(
+                [*CLI, "queue"], capture_output=True, text=True, env={**os.environ, **stack_env}, timeout=60
+            )
+            seen.append(json.loads(proc.stdout))
+            job.cancel()
+            for q in queued:
+                q.cancel()
+
+    with pytest.raises(JobFailed):
+        job.wait(timeout=120, on_progress=on_progress)
+    d, cli = seen
+    assert d.unacked == 1  # the running job: invisible to LLEN
+    assert d.ready[0] == 1 and d.ready[9] == 1 and d.total == 3
+    assert cli["total"] == 3 and cli["unacked"] == 1 and cli["ready"]["9"] == 1
+    for q in queued:
+        with pytest.raises(JobFailed, match="JobCancelled"):
+            q.wait(timeout=60)
+
+
+def test_health_command_against_the_running_worker(stack_env, worker) -> None:  # type: ignore[no-untyped-def]
+    proc = subprocess.run(
+        [*CLI, "health", "--ping", "--node", f"w1@{socket.gethostname()}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack_env},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "answers ping" in proc.stdout and "idle" in proc.stdout and proc.stdout.strip().endswith("healthy")
+    proc = subprocess.run(
+        [*CLI, "health", "--ping", "--node", "nobody@nowhere"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack_env},
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "UNHEALTHY" in proc.stdout
+
+
+def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Warm shutdown: the worker stops taking jobs, finishes the running one, and exits 0."""
+    from conftest import WorkerProcess
+
+    from producer.client import Client
+    from producer.settings import Settings
+
+    env = {
+        **stack_env,
+        "STYLEQUEUE_QUEUE": "stylequeue-term",
+        "STYLEQUEUE_METRICS_PORT": "0",
+        "STYLEQUEUE_HEALTH_DIR": str(tmp_path / "health"),
+    }
+    term = Client(Settings.from_env(env))
+    w = WorkerProcess(env, tmp_path / "worker.log", name="term")
+    try:
+        w.wait_ready(term.app)
+        job = term.submit(
+            inputs["content.png"], inputs["style.jpg"], "s3://outputs/term/", {"size": 48, "iterations": 60}
+        )
+        signalled = []
+
+        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+            if not signalled:
+                signalled.append(p.iteration)
+                os.kill(w.proc.pid, signal.SIGTERM)
+
+        result = job.wait(timeout=120, on_progress=on_progress)
+        assert signalled and signalled[0] < result["iterations"]
+        assert w.proc.wait(timeout=60) == 0, w.log()
+        assert "Warm shutdown" in w.log() or "warm shutdown" in w.log().lower()
+    finally:
+        w.stop()

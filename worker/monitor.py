@@ -1,0 +1,67 @@
+"""Connects Celery's signals to the metrics and the health state files (policy outside the task).
+
+Imported by :mod:`worker.app`, which sets ``PROMETHEUS_MULTIPROC_DIR`` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_process_shutdown
+from prometheus_client import multiprocess
+
+from producer.settings import Settings
+from worker import metrics
+from worker.health import ChildState
+
+log = logging.getLogger(__name__)
+
+_state: ChildState | None = None
+
+
+def install(settings: Settings) -> None:
+    """Connect the handlers for ``settings``' worker (call once, at import of the worker app)."""
+
+    @worker_init.connect(weak=False)
+    def _serve_metrics(**_: Any) -> None:  # the parent, before the pool starts
+        if settings.metrics_port:
+            try:
+                metrics.serve(settings.metrics_port, settings.broker_url, settings.queue)
+            except OSError as e:  # jobs matter more than metrics: say it loudly, keep working
+                log.error("cannot serve metrics on port %d: %s", settings.metrics_port, e)
+
+    @worker_process_init.connect(weak=False)
+    def _child_ready(**_: Any) -> None:  # each pool child, after the model is loaded (see worker.app)
+        global _state
+        _state = ChildState(settings.health_dir)
+        _state.idle()
+
+    @worker_process_shutdown.connect(weak=False)
+    def _child_exit(**_: Any) -> None:
+        multiprocess.mark_process_dead(os.getpid())
+        if _state is not None:
+            _state.remove()
+
+    @task_prerun.connect(weak=False)
+    def _job_started(task_id: str = "", args: Any = (), **_: Any) -> None:
+        message = args[0] if args else None
+        submitted = message.get("submitted_at") if isinstance(message, dict) else None
+        metrics.timer.start(submitted if isinstance(submitted, (int, float)) else None)
+        if _state is not None:
+            _state.started(task_id)
+
+    @task_postrun.connect(weak=False)
+    def _job_ended(task: Any = None, retval: Any = None, state: str = "", **_: Any) -> None:
+        error = type(retval).__name__ if isinstance(retval, BaseException) else ""
+        metrics.timer.finish(getattr(task, "name", ""), state or "", error)
+        if _state is not None:
+            _state.idle()
+
+
+def on_progress(iteration: int, total: int) -> None:
+    """Called by the task at each iteration."""
+    metrics.timer.progress(iteration, total)
+    if _state is not None:
+        _state.progressed()
