@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 
@@ -184,3 +185,26 @@ def inputs(store) -> dict[str, str]:  # type: ignore[no-untyped-def]
         store.put(ref, data, "application/octet-stream")
         uris[name] = ref.uri
     return uris
+
+
+@contextlib.contextmanager
+def own_worker(stack_env: dict[str, str], tmp_path, name: str, **overrides: str):  # type: ignore[no-untyped-def]
+    """A second worker on its own queue ``stylequeue-<name>`` (so the session worker never takes
+    its jobs), and a client for that queue; the worker is stopped on exit."""
+    from producer.client import Client
+    from producer.settings import Settings
+
+    env = {
+        **stack_env,
+        "STYLEQUEUE_QUEUE": f"stylequeue-{name}",
+        "STYLEQUEUE_METRICS_PORT": "0",
+        "STYLEQUEUE_HEALTH_DIR": str(tmp_path / "health"),
+        **overrides,
+    }
+    client = Client(Settings.from_env(env))
+    w = WorkerProcess(env, tmp_path / "worker.log", name=name)
+    try:
+        w.wait_ready(client.app)
+        yield client, w
+    finally:
+        w.stop()

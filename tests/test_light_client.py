@@ -8,6 +8,7 @@ def test_importing_producer_does_not_import_tensorflow() -> None:
     code = (
         "import sys, producer, producer.cli, producer.params, producer.settings, producer.errors\n"
         "import producer.client, producer.commands, producer.contract, producer.storage, producer.app\n"
+        "import producer.queues, producer.exporter, producer.services\n"
         "producer.client.Client(producer.settings.Settings())\n"
         "producer.cli.build_parser().parse_args(['submit', 's3://a/b.png', 's3://a/c.png'])\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'scipy', 'numpy', 'PIL') if m in sys.modules]\n"

@@ -124,24 +124,11 @@ def test_health_command_against_the_running_worker(stack_env, worker) -> None:  
 
 def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Warm shutdown: the worker stops taking jobs, finishes the running one, and exits 0."""
-    from conftest import WorkerProcess
+    from conftest import own_worker
 
-    from producer.client import Client
-    from producer.settings import Settings
-
-    env = {
-        **stack_env,
-        "STYLEQUEUE_QUEUE": "stylequeue-term",
-        "STYLEQUEUE_METRICS_PORT": "0",
-        "STYLEQUEUE_HEALTH_DIR": str(tmp_path / "health"),
-    }
-    term = Client(Settings.from_env(env))
-    w = WorkerProcess(env, tmp_path / "worker.log", name="term")
-    try:
-        w.wait_ready(term.app)
-        job = term.submit(
-            inputs["content.png"], inputs["style.jpg"], "s3://outputs/term/", {"size": 48, "iterations": 60}
-        )
+    with own_worker(stack_env, tmp_path, "term") as (term, w):
+        tiny = {"size": 48, "iterations": 60}
+        job = term.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/term/", tiny)
         signalled = []
 
         def on_progress(p) -> None:  # type: ignore[no-untyped-def]
@@ -152,9 +139,7 @@ def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None: 
         result = job.wait(timeout=120, on_progress=on_progress)
         assert signalled and signalled[0] < result["iterations"]
         assert w.proc.wait(timeout=60) == 0, w.log()
-        assert "Warm shutdown" in w.log() or "warm shutdown" in w.log().lower()
-    finally:
-        w.stop()
+        assert "warm shutdown" in w.log().lower()
 
 
 def wait_for(check, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]

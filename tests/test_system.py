@@ -174,36 +174,21 @@ def test_submit_many_and_priorities(client, worker, inputs) -> None:  # type: ig
 
 def test_transient_store_errors_are_retried_with_backoff_then_fail(stack_env, weights_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A worker whose object store is unreachable retries max_retries times, then fails the job."""
-    from conftest import WorkerProcess
+    from conftest import own_worker
 
-    from producer.client import Client
     from producer.services import free_port
-    from producer.settings import Settings
 
-    env = {
-        **stack_env,
-        "STYLEQUEUE_QUEUE": "stylequeue-deadstore",
-        "STYLEQUEUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        "STYLEQUEUE_WEIGHTS": weights_file,  # a local weights file: no store needed to start
-        "STYLEQUEUE_METRICS_PORT": "0",
-        "STYLEQUEUE_HEALTH_DIR": str(tmp_path / "health"),
-    }
-    dead = Client(Settings.from_env(env))
-    w = WorkerProcess(env, tmp_path / "worker.log", name="deadstore")
-    try:
-        w.wait_ready(dead.app)
+    dead_store = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    # A local weights file: the worker needs no store to start.
+    with own_worker(
+        stack_env, tmp_path, "deadstore", STYLEQUEUE_S3_ENDPOINT_URL=dead_store, STYLEQUEUE_WEIGHTS=weights_file
+    ) as (dead, w):
         job = dead.submit("s3://inputs/test/content.png", "s3://inputs/test/style.jpg", "s3://outputs/", TINY)
         with pytest.raises(JobFailed) as err:
-            try:
-                job.wait(timeout=120)
-            except TimeoutError:
-                print(w.log())
-                raise
+            job.wait(timeout=120)
         assert err.value.error_type == "StoreUnavailable" and "EndpointConnectionError" in err.value.error_message
         assert dead.app.backend.get_task_meta(job.id)["retries"] == 2  # STYLEQUEUE_MAX_RETRIES
         assert w.log().count("Retry in") == 2
-    finally:
-        w.stop()
 
 
 def test_priorities_land_in_per_priority_lists(client, stack_env) -> None:  # type: ignore[no-untyped-def]
