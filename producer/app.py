@@ -61,6 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.soft_time_limit_s,
         "task_time_limit": settings.hard_time_limit_s,
         "result_expires": settings.result_expires_s,
+        # A Redis blip while storing a state or result is retried instead of failing the job.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 10,
         "result_extended": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,

@@ -45,4 +45,5 @@ def test_celery_config_for_long_gpu_jobs() -> None:
     )
     assert c["task_track_started"] and c["worker_cancel_long_running_tasks_on_connection_loss"]
     assert c["worker_proc_alive_timeout"] >= 60 and c["result_expires"] > 0
+    assert c["result_backend_always_retry"] and c["task_send_sent_event"] is False
     assert c["task_routes"]["stylequeue.transfer"]["queue"] == "stylequeue"

@@ -2,7 +2,8 @@
 
 Policy lives in the task's declaration, not in its body:
 
-* :class:`~producer.errors.TransientError` (store unreachable, throttled, 5xx) is retried with
+* :class:`~producer.errors.TransientError` (store unreachable, throttled, 5xx) and Redis
+  connection errors are retried with
   exponential backoff, full jitter and a cap (``STYLEQUEUE_RETRY_BACKOFF_MAX_S``), at most
   ``STYLEQUEUE_MAX_RETRIES`` times;
 * every other error fails the job at once and for good: its class and message are the result;
@@ -15,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+import redis
 from celery.exceptions import Ignore
 
 from producer.contract import CANCEL_KEY, TASK_NAME
@@ -42,8 +44,12 @@ class Reporter:
         self._redis = getattr(task.backend, "client", None)
 
     def cancelled(self) -> bool:
-        """Whether a client asked to cancel this job."""
-        return bool(self._redis is not None and self._redis.exists(CANCEL_KEY.format(self.job_id)))
+        """Whether a client asked to cancel this job (``False`` while Redis cannot be asked)."""
+        try:
+            return bool(self._redis is not None and self._redis.exists(CANCEL_KEY.format(self.job_id)))
+        except redis.exceptions.RedisError as e:  # a blip must not stop, or restart, a long job
+            log.warning("job %s: cancel check failed: %s", self.job_id, e)
+            return False
 
     def __call__(self, p: Any) -> None:
         """Report one :class:`worker.engine.Progress`; raise :class:`JobCancelled` if cancelled."""
@@ -63,13 +69,16 @@ class Reporter:
                 "tv_loss": p.tv_loss,
                 "elapsed_s": round(p.elapsed_s, 3),
             }
-            self.task.update_state(state="PROGRESS", meta=meta)
+            try:
+                self.task.update_state(state="PROGRESS", meta=meta)
+            except redis.exceptions.RedisError as e:  # progress is best effort; the job goes on
+                log.warning("job %s: progress update failed: %s", self.job_id, e)
 
 
 @app.task(
     name=TASK_NAME,
     bind=True,
-    autoretry_for=(TransientError,),
+    autoretry_for=(TransientError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
     retry_backoff=2,
     retry_backoff_max=settings.retry_backoff_max_s,
     retry_jitter=True,
