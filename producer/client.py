@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from producer import deadletters
 from producer.app import DEFAULT_PRIORITY, make_celery
-from producer.contract import CANCEL_KEY, TASK_NAME, Job
+from producer.contract import CANCEL_KEY, DONE_KEY, RUNS_KEY, TASK_NAME, Job
 from producer.errors import InvalidJob, JobFailed
 from producer.params import Params
 from producer.settings import Settings
@@ -134,6 +135,26 @@ class Client:
     def job(self, job_id: str) -> JobHandle:
         """A handle on an existing job."""
         return JobHandle(self, job_id)
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Jobs that failed for good, newest first (see :mod:`producer.deadletters`)."""
+        return deadletters.entries(self.app.backend.client, limit)
+
+    def requeue_dead(self, job_id: str, priority: int | None = None) -> JobHandle:
+        """Send a dead-lettered job again, with the same id; its dead letter is removed.
+
+        Raises:
+            InvalidJob: no dead letter for ``job_id`` (or its payload no longer validates).
+        """
+        r = self.app.backend.client
+        entry = deadletters.get(r, job_id)
+        if entry is None:
+            raise InvalidJob("job_id", f"no dead letter for job {job_id!r}")
+        job = Job.from_message({**entry["payload"], "job_id": job_id})
+        r.delete(DONE_KEY.format(job_id), RUNS_KEY.format(job_id), CANCEL_KEY.format(job_id))
+        handle = self.send(job, priority)
+        deadletters.remove(r, job_id)
+        return handle
 
     def build(
         self,

@@ -63,6 +63,15 @@ def add_commands(sub: Any) -> None:
     )
     p.set_defaults(run=run_queue)
 
+    p = sub.add_parser("dead", help="jobs that failed for good: list them, or send one back")
+    dead = p.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    d = dead.add_parser("list", help="print the dead letters as JSON, newest first")
+    d.add_argument("--limit", type=int, default=100)
+    d.set_defaults(run=run_dead_list)
+    d = dead.add_parser("requeue", help="send a dead-lettered job again, with the same id")
+    d.add_argument("job_id")
+    d.set_defaults(run=run_dead_requeue)
+
     p = sub.add_parser("cancel", help="cancel a job (queued: skipped; running: stops at the next iteration)")
     p.add_argument("job_id")
     p.set_defaults(run=run_cancel)
@@ -192,4 +201,16 @@ def run_queue(args: argparse.Namespace) -> int:
         return 0
     d = depth(client, settings.queue)
     print(json.dumps({"queue": d.queue, "total": d.total, "unacked": d.unacked, "ready": d.ready}, indent=2))
+    return 0
+
+
+def run_dead_list(args: argparse.Namespace) -> int:
+    """Run ``stylequeue dead list``."""
+    print(json.dumps(_client().dead_letters(args.limit), indent=2))
+    return 0
+
+
+def run_dead_requeue(args: argparse.Namespace) -> int:
+    """Run ``stylequeue dead requeue``."""
+    print(_client().requeue_dead(args.job_id).id)
     return 0

@@ -32,8 +32,12 @@ from producer.params import Params
 
 TASK_NAME = "stylequeue.transfer"
 QUEUE = "stylequeue"
-#: Redis key (in the result backend) whose presence cancels a job; workers check it every iteration.
+#: Redis keys of a job's state, in the result backend (see worker.guard). Presence of the cancel
+#: key cancels a job; workers check it every iteration.
 CANCEL_KEY = "stylequeue:cancel:{}"
+LEASE_KEY = "stylequeue:lease:{}"
+DONE_KEY = "stylequeue:done:{}"
+RUNS_KEY = "stylequeue:runs:{}"
 #: The contract version this code speaks. Bump it on an incompatible change of the shape.
 VERSION = 1
 

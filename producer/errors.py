@@ -10,7 +10,8 @@ Every error the system raises on purpose derives from :class:`StylequeueError` a
     │   ├── WeightsError        the VGG19 weights are missing, unreadable or fail their sha256
     │   ├── ObjectNotFound      the object (or its bucket) does not exist in the store
     │   ├── BucketNotAllowed    the bucket is outside the allowlist, or access is denied
-    │   └── JobCancelled        the job was cancelled by a client
+    │   ├── JobCancelled        the job was cancelled by a client
+    │   └── TooManyCrashes      the job killed its worker too many times (OOM loop): not requeued
     ├── TransientError          may succeed later: retried with backoff and jitter
     │   └── StoreUnavailable    the object store timed out, throttled, or answered 5xx
     └── JobFailed               (client side) a job ended FAILED; carries the worker's error
@@ -77,6 +78,10 @@ class BucketNotAllowed(PermanentError):
 
 class JobCancelled(PermanentError):
     """A client cancelled the job; it stops at the next iteration and is never retried."""
+
+
+class TooManyCrashes(PermanentError):
+    """The job's earlier runs killed their worker ``STYLEQUEUE_MAX_WORKER_LOSSES`` times."""
 
 
 class StoreUnavailable(TransientError):

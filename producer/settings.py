@@ -32,6 +32,11 @@ variable                            default                    meaning
 ``STYLEQUEUE_PROC_ALIVE_TIMEOUT_S`` ``300``                    time a worker child has to load the model (s)
 ``STYLEQUEUE_METRICS_PORT``         ``9808``                   worker's Prometheus port (0: off)
 ``STYLEQUEUE_HEALTH_DIR``           ``/tmp/stylequeue-health`` per-child state files for ``stylequeue health``
+``STYLEQUEUE_LEASE_TTL_S``          ``30``                     a dead worker's job is taken over after this (s)
+``STYLEQUEUE_MAX_WORKER_LOSSES``    ``3``                      crashed runs before a job is dead-lettered
+``STYLEQUEUE_CHECKPOINT_EVERY_ITERATIONS`` ``25``              checkpoint after this many iterations ...
+``STYLEQUEUE_CHECKPOINT_EVERY_S``   ``60``                     ... or this many seconds (s)
+``STYLEQUEUE_UPLOAD_ATTEMPTS``      ``5``                      in-place attempts of the result upload
 =================================== ========================== ===========================================
 """
 
@@ -71,6 +76,11 @@ class Settings:
     proc_alive_timeout_s: int = 300
     metrics_port: int = 9808
     health_dir: str = "/tmp/stylequeue-health"
+    lease_ttl_s: int = 30
+    max_worker_losses: int = 3
+    checkpoint_every_iterations: int = 25
+    checkpoint_every_s: float = 60.0
+    upload_attempts: int = 5
 
     @property
     def backend_url(self) -> str:

@@ -45,22 +45,30 @@ def test_metrics_after_jobs(client, worker, inputs, stack_env) -> None:  # type:
     )
     ok.wait(timeout=120)
     bad = client.submit(inputs["not-an-image.jpg"], inputs["style.jpg"], "s3://outputs/metrics/", {"size": 32})
-    with pytest.raises(JobFailed):
+    with pytest.raises(JobFailed) as err:
         bad.wait(timeout=60)
-    after = scrape(port)
+    assert err.value.error_type == "ImageError", err.value
+    task = {"name": "stylequeue.transfer"}
 
-    def delta(metric: str, **labels: str) -> float:
+    def delta(metric: str, text: str, **labels: str) -> float:
         try:
             old = sample(before, metric, **labels)
         except AssertionError:
             old = 0.0
-        return sample(after, metric, **labels) - old
+        return sample(text, metric, **labels) - old
 
-    task = {"name": "stylequeue.transfer"}
-    assert delta("celery_task_succeeded_total", **task) >= 1
-    assert delta("celery_task_failed_total", exception="ImageError", **task) >= 1
-    assert delta("celery_task_runtime_seconds_count", **task) >= 2
-    assert delta("stylequeue_job_queue_wait_seconds_count") >= 2
+    def counted() -> str:
+        # The result is stored before task_postrun updates the counters: wait for them.
+        text = scrape(port)
+        if delta("celery_task_failed_total", text, exception="ImageError", **task) < 1:
+            raise OSError("failure not counted yet")
+        return text
+
+    after = wait_for(counted, timeout_s=30)
+    assert delta("celery_task_succeeded_total", after, **task) >= 1
+    assert delta("celery_task_failed_total", after, exception="ImageError", **task) >= 1
+    assert delta("celery_task_runtime_seconds_count", after, **task) >= 2
+    assert delta("stylequeue_job_queue_wait_seconds_count", after) >= 2
     assert sample(after, "stylequeue_model_load_seconds") > 0
     assert sample(after, "celery_queue_length", queue_name="stylequeue") == 0
     assert sample(after, "stylequeue_queue_ready", queue="stylequeue", priority="5") == 0

@@ -68,10 +68,12 @@ class Result:
     Attributes:
         image: The stylized image, ``(H, W, 3)`` uint8 RGB.
         loss: Final total loss; ``content_loss``, ``style_loss``, ``tv_loss`` are its parts.
-        iterations: L-BFGS iterations done.
+        iterations: L-BFGS iterations done, counting those before a resume.
         evaluations: Loss-and-gradient evaluations done (line searches make this >= iterations).
         seconds: Wall time of the optimization, targets included, in seconds.
         stopped_early: The callback asked to stop before ``iterations`` were done.
+        history: The :class:`Progress` of every iteration of this run.
+        resumed_from: Iteration of the checkpoint this run started from (0: from scratch).
     """
 
     image: np.ndarray
@@ -84,11 +86,12 @@ class Result:
     seconds: float
     stopped_early: bool = False
     history: list[Progress] = field(default_factory=list, repr=False)
+    resumed_from: int = 0
 
     @property
     def seconds_per_iteration(self) -> float:
-        """Mean wall seconds per L-BFGS iteration."""
-        return self.seconds / max(1, self.iterations)
+        """Mean wall seconds per L-BFGS iteration of this run."""
+        return self.seconds / max(1, self.iterations - self.resumed_from)
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
@@ -292,8 +295,25 @@ class Problem:
         self._parts[loss] = parts
         return loss, grad.astype(np.float64).ravel()
 
-    def optimize(self, iterations: int, callback: ProgressCallback | None = None, start: float | None = None) -> Result:
-        """Run L-BFGS-B from ``x0`` for ``iterations`` iterations; see :meth:`Engine.transfer`."""
+    def optimize(
+        self,
+        iterations: int,
+        callback: ProgressCallback | None = None,
+        start: float | None = None,
+        on_iterate: Callable[[int, np.ndarray], None] | None = None,
+        done: int = 0,
+    ) -> Result:
+        """Run L-BFGS-B from ``x0`` up to iteration ``iterations``; see :meth:`Engine.transfer`.
+
+        Args:
+            iterations: The run's total iteration count.
+            callback: Receives a :class:`Progress` per iteration; returning ``True`` stops.
+            start: ``time.perf_counter()`` at the job's start (default: now).
+            on_iterate: Receives ``(iteration, x)`` after each iteration, ``x`` the current
+                preprocessed image (for checkpoints; do not keep a reference).
+            done: Iterations already done before ``x0`` (a resumed run): only
+                ``iterations - done`` remain, and progress counts on from ``done``.
+        """
         start = time.perf_counter() if start is None else start
         history: list[Progress] = []
         stopped = False
@@ -302,8 +322,11 @@ class Problem:
             nonlocal stopped
             loss = float(intermediate_result.fun)
             c, s, t = (float(v) for v in self._parts.get(loss, np.full(3, np.nan)))
-            p = Progress(len(history) + 1, iterations, loss, c, s, t, elapsed_s=time.perf_counter() - start)
+            n = done + len(history) + 1
+            p = Progress(n, iterations, loss, c, s, t, elapsed_s=time.perf_counter() - start)
             history.append(p)
+            if on_iterate is not None:
+                on_iterate(n, intermediate_result.x)
             if callback is not None and callback(p):
                 stopped = True
                 raise StopIteration
@@ -314,7 +337,7 @@ class Problem:
             jac=True,
             method="L-BFGS-B",
             callback=on_iteration,
-            options={"maxiter": iterations},
+            options={"maxiter": max(1, iterations - done)},
         )
         final = self._parts.get(float(res.fun))
         if final is None:  # the optimizer returned a point whose parts we did not keep
@@ -338,11 +361,12 @@ class Problem:
             c,
             s,
             t,
-            iterations=len(history),
+            iterations=done + len(history),
             evaluations=self.evaluations,
             seconds=seconds,
             stopped_early=stopped,
             history=history,
+            resumed_from=done,
         )
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
 
 from producer.contract import Job
+from producer.errors import StoreUnavailable
 from worker import images
+from worker.checkpoint import Checkpointer, fingerprint
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,8 @@ def run(
 
     Returns:
         The job's result: ``job_id``, ``output`` URI, ``bytes``, ``width``, ``height``,
-        ``format``, ``loss``, ``iterations``, ``seconds``, ``seconds_per_iteration``.
+        ``format``, ``loss``, ``iterations``, ``seconds``, ``seconds_per_iteration`` and
+        ``resumed_from`` (the checkpoint's iteration when an earlier run crashed, else 0).
 
     Raises:
         InvalidJob, ImageError, ObjectNotFound, BucketNotAllowed (permanent);
@@ -55,7 +59,22 @@ def run(
     max_bytes = settings.max_input_bytes
     content = images.load(store.get(job.content, max_bytes), limits=limits, name=job.content.uri)
     styles = [images.load(store.get(s, max_bytes), limits=limits, name=s.uri) for s in job.styles]
-    result = runtime.engine.transfer(content, styles, job.params, style_blend=job.style_weights, callback=on_progress)
+    problem = runtime.engine.prepare(content, styles, job.params, style_blend=job.style_weights)
+    checkpoints = Checkpointer(
+        store,
+        output,
+        fingerprint(job, problem.shape),
+        settings.checkpoint_every_iterations,
+        settings.checkpoint_every_s,
+    )
+    done = 0
+    saved = checkpoints.load()
+    if saved is not None and saved[1].size == problem.x0.size:
+        done, problem.x0 = saved[0], saved[1].reshape(problem.x0.shape)
+        log.info("job %s resumes from its checkpoint at iteration %d", job_id, done)
+    result = problem.optimize(
+        job.params.iterations, on_progress, start=started, on_iterate=checkpoints.maybe_save, done=done
+    )
 
     data = images.encode(result.image, fmt)
     metadata = {
@@ -65,7 +84,8 @@ def run(
         "seconds": f"{result.seconds:.3f}",
         "params": json.dumps(job.params.to_dict(), separators=(",", ":")),
     }
-    store.put(output, data, CONTENT_TYPES[fmt], metadata)
+    _with_retries(lambda: store.put(output, data, CONTENT_TYPES[fmt], metadata), settings.upload_attempts)
+    checkpoints.delete()
     height, width = result.image.shape[:2]
     seconds = time.perf_counter() - started
     log.info(
@@ -90,4 +110,23 @@ def run(
         "iterations": result.iterations,
         "seconds": round(seconds, 3),
         "seconds_per_iteration": round(result.seconds_per_iteration, 4),
+        "resumed_from": done,
     }
+
+
+def _with_retries(action: Callable[[], None], attempts: int, cap_s: float = 30.0) -> None:
+    """Run ``action``, retrying a :class:`StoreUnavailable` in place with backoff and full jitter.
+
+    The result is computed already: waiting out a short store outage here is far cheaper than
+    failing the task and computing it again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except StoreUnavailable as e:
+            if attempt == attempts:
+                raise
+            delay = random.uniform(0, min(cap_s, 0.5 * 2**attempt))
+            log.warning("upload failed (%s); attempt %d/%d in %.1f s", e, attempt + 1, attempts, delay)
+            time.sleep(delay)

@@ -9,9 +9,17 @@ import logging
 import os
 from typing import Any
 
-from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_failure,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from prometheus_client import multiprocess
 
+from producer import deadletters
 from producer.settings import Settings
 from worker import metrics
 from worker.health import ChildState
@@ -51,6 +59,23 @@ def install(settings: Settings) -> None:
         metrics.timer.start(submitted if isinstance(submitted, (int, float)) else None)
         if _state is not None:
             _state.started(task_id)
+
+    @task_failure.connect(weak=False)
+    def _dead_letter(
+        sender: Any = None, task_id: str = "", exception: BaseException | None = None, args: Any = (), **_: Any
+    ) -> None:
+        """A job failed for good (permanent error, retries exhausted, too many crashes): keep it."""
+        try:
+            deadletters.record(
+                sender.backend.client,
+                task_id,
+                args[0] if args else None,
+                type(exception).__name__,
+                str(exception),
+                int(sender.request.retries or 0) + 1,
+            )
+        except Exception as e:  # the failure itself is already recorded as the job's result
+            log.error("dead letter for job %s not recorded: %s", task_id, e)
 
     @task_postrun.connect(weak=False)
     def _job_ended(task: Any = None, retval: Any = None, state: str = "", **_: Any) -> None:
