@@ -32,6 +32,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "priority_steps": list(range(10)),
         # "<queue>:<priority>" list names, readable by ops tools and the queue-depth metric.
         "sep": ":",
+        # Sweep for jobs abandoned past the visibility timeout every N s (kombu: every ~100 s).
+        "unacked_restore_interval": settings.restore_interval_s,
+        "unacked_restore_throttle": 1,
     }
     return {
         "broker_url": settings.broker_url,

@@ -179,6 +179,7 @@ class SeaweedS3(Service):
         self.dir = Path(directory)
         self.buckets = list(buckets)
         self.port = port or free_port()
+        self.ports: dict[str, int] = {}  # chosen at the first start, kept for a restart
 
     @property
     def endpoint(self) -> str:
@@ -188,9 +189,10 @@ class SeaweedS3(Service):
     def start(self, timeout_s: float = 60.0) -> SeaweedS3:
         """Start, wait until the S3 API answers, and create the buckets."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        ports = {"s3": self.port}
+        ports = self.ports or {"s3": self.port}
         for part in ("master", "volume", "filer", "admin"):
-            ports[part] = free_port(avoid=list(ports.values()))
+            ports.setdefault(part, free_port(avoid=list(ports.values())))
+        self.ports = ports
         # Every component gets an HTTP port p and gRPC port p+10000 (the admin client assumes it).
         argv = [
             find_binary("weed"),

@@ -37,6 +37,7 @@ variable                            default                    meaning
 ``STYLEQUEUE_CHECKPOINT_EVERY_ITERATIONS`` ``25``              checkpoint after this many iterations ...
 ``STYLEQUEUE_CHECKPOINT_EVERY_S``   ``60``                     ... or this many seconds (s)
 ``STYLEQUEUE_UPLOAD_ATTEMPTS``      ``5``                      in-place attempts of the result upload
+``STYLEQUEUE_RESTORE_INTERVAL_S``   ``10``                     how often workers look for jobs past the visibility timeout (s)
 =================================== ========================== ===========================================
 """
 
@@ -81,6 +82,7 @@ class Settings:
     checkpoint_every_iterations: int = 25
     checkpoint_every_s: float = 60.0
     upload_attempts: int = 5
+    restore_interval_s: int = 10
 
     @property
     def backend_url(self) -> str:

@@ -188,23 +188,26 @@ def inputs(store) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
-def own_worker(stack_env: dict[str, str], tmp_path, name: str, **overrides: str):  # type: ignore[no-untyped-def]
-    """A second worker on its own queue ``stylequeue-<name>`` (so the session worker never takes
-    its jobs), and a client for that queue; the worker is stopped on exit."""
+def own_workers(stack_env: dict[str, str], tmp_path, name: str, count: int = 1, **overrides: str):  # type: ignore[no-untyped-def]
+    """``count`` more workers on their own queue ``stylequeue-<name>`` (so the session worker never
+    takes their jobs), each with its own health dir, and a client for that queue; stopped on exit."""
     from producer.client import Client
     from producer.settings import Settings
 
-    env = {
-        **stack_env,
-        "STYLEQUEUE_QUEUE": f"stylequeue-{name}",
-        "STYLEQUEUE_METRICS_PORT": "0",
-        "STYLEQUEUE_HEALTH_DIR": str(tmp_path / "health"),
-        **overrides,
-    }
+    env = {**stack_env, "STYLEQUEUE_QUEUE": f"stylequeue-{name}", "STYLEQUEUE_METRICS_PORT": "0", **overrides}
     client = Client(Settings.from_env(env))
-    w = WorkerProcess(env, tmp_path / "worker.log", name=name)
+    workers = [
+        WorkerProcess(
+            {**env, "STYLEQUEUE_HEALTH_DIR": str(tmp_path / f"health-{i}")},
+            tmp_path / f"worker-{i}.log",
+            name=f"{name}{i}",
+        )
+        for i in range(count)
+    ]
     try:
-        w.wait_ready(client.app)
-        yield client, w
+        for w in workers:
+            w.wait_ready(client.app)
+        yield client, workers
     finally:
-        w.stop()
+        for w in workers:
+            w.stop()

@@ -132,9 +132,9 @@ def test_health_command_against_the_running_worker(stack_env, worker) -> None:  
 
 def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Warm shutdown: the worker stops taking jobs, finishes the running one, and exits 0."""
-    from conftest import own_worker
+    from conftest import own_workers
 
-    with own_worker(stack_env, tmp_path, "term") as (term, w):
+    with own_workers(stack_env, tmp_path, "term") as (term, (w,)):
         tiny = {"size": 48, "iterations": 60}
         job = term.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/term/", tiny)
         signalled = []

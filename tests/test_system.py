@@ -174,15 +174,15 @@ def test_submit_many_and_priorities(client, worker, inputs) -> None:  # type: ig
 
 def test_transient_store_errors_are_retried_with_backoff_then_fail(stack_env, weights_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A worker whose object store is unreachable retries max_retries times, then fails the job."""
-    from conftest import own_worker
+    from conftest import own_workers
 
     from producer.services import free_port
 
     dead_store = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     # A local weights file: the worker needs no store to start.
-    with own_worker(
+    with own_workers(
         stack_env, tmp_path, "deadstore", STYLEQUEUE_S3_ENDPOINT_URL=dead_store, STYLEQUEUE_WEIGHTS=weights_file
-    ) as (dead, w):
+    ) as (dead, (w,)):
         job = dead.submit("s3://inputs/test/content.png", "s3://inputs/test/style.jpg", "s3://outputs/", TINY)
         with pytest.raises(JobFailed) as err:
             job.wait(timeout=120)

@@ -1,0 +1,191 @@
+"""Crash safety with real processes: workers killed, visibility timeouts, outages, poison jobs."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import own_workers
+from producer.contract import ObjectRef
+from producer.errors import JobFailed
+
+pytestmark = pytest.mark.slow
+
+FAST = {  # short leases, frequent checkpoints and sweeps, so faults resolve in seconds
+    "STYLEQUEUE_LEASE_TTL_S": "3",
+    "STYLEQUEUE_CHECKPOINT_EVERY_ITERATIONS": "5",
+    "STYLEQUEUE_CHECKPOINT_EVERY_S": "1000",
+    "STYLEQUEUE_RESTORE_INTERVAL_S": "1",
+}
+
+
+def done_runs(workers, job_id: str) -> int:  # type: ignore[no-untyped-def]
+    """Completed runs of ``job_id`` across the workers' logs."""
+    return sum(len(re.findall(rf"job {job_id} done", w.log_path.read_text(errors="replace"))) for w in workers)
+
+
+def outputs(store, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
+    listing = store.client.list_objects_v2(Bucket="outputs", Prefix=prefix)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def running_child(workers, job_id: str):  # type: ignore[no-untyped-def]
+    """(worker, live child pid) running ``job_id``, from the workers' health files."""
+    import json
+
+    for w in workers:
+        for f in (w.log_path.parent / f"health-{workers.index(w)}").glob("child-*.json"):
+            try:
+                state = json.loads(f.read_text())
+            except ValueError:
+                continue
+            if state.get("job_id") == job_id and _alive(int(state["pid"])):
+                return w, int(state["pid"])
+    return None, None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigkill_mid_job_resumes_from_checkpoint_exactly_once(stack_env, inputs, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fault 1: the worker running a job is SIGKILLed (parent and child); the other takes over."""
+    env = {**FAST, "STYLEQUEUE_VISIBILITY_TIMEOUT_S": "6"}
+    with own_workers(stack_env, tmp_path, "kill", count=2, **env) as (client, workers):
+        job = client.submit(
+            inputs["content.png"],
+            inputs["style.jpg"],
+            "s3://outputs/kill/",
+            {"size": 48, "iterations": 80, "init": "noise", "seed": 1},
+        )
+        killed_at = []
+
+        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+            if not killed_at and p.iteration >= 12:
+                victim, _ = running_child(workers, job.id)
+                if victim is not None:
+                    os.killpg(victim.proc.pid, signal.SIGKILL)  # the whole machine, as it were
+                    killed_at.append(p.iteration)
+
+        result = job.wait(timeout=180, on_progress=on_progress)
+        assert killed_at, "the job finished before it could be killed"
+        assert 5 <= result["resumed_from"] <= killed_at[0]
+        cost = killed_at[0] - result["resumed_from"]
+        print(f"\ncrash at iteration {killed_at[0]}, resumed from {result['resumed_from']}: cost {cost} iterations")
+        assert result["iterations"] == 80
+        assert outputs(store, "kill/") == [f"kill/{job.id}.png"]  # one output, checkpoint removed
+        assert done_runs(workers, job.id) == 1
+
+
+def test_visibility_timeout_shorter_than_the_job_does_not_run_it_twice(stack_env, inputs, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fault 2: Redis redelivers the running job to the other worker; the lease stops the rerun."""
+    env = {**FAST, "STYLEQUEUE_VISIBILITY_TIMEOUT_S": "2"}
+    with own_workers(stack_env, tmp_path, "vis", count=2, **env) as (client, workers):
+        job = client.submit(
+            inputs["content.png"],
+            inputs["style.jpg"],
+            "s3://outputs/vis/",
+            {"size": 48, "iterations": 200, "init": "noise", "seed": 2},
+        )
+        result = job.wait(timeout=180)
+        assert result["iterations"] == 200 and result["resumed_from"] == 0
+        logs = "".join(w.log() for w in workers)
+        assert "is leased by" in logs  # a duplicate delivery arrived and was dropped
+        assert done_runs(workers, job.id) == 1
+        assert outputs(store, "vis/") == [f"vis/{job.id}.png"]
+
+
+def test_same_job_id_twice_gives_one_output(stack_env, inputs, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fault 8."""
+    with own_workers(stack_env, tmp_path, "twice", **FAST) as (client, workers):
+        tiny = {"size": 32, "iterations": 3}
+        first = client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/twice/", tiny, job_id="same-id")
+        again = client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/twice/", tiny, job_id="same-id")
+        assert first.wait(timeout=120) == again.wait(timeout=120)
+        marker = client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/twice/", tiny)
+        marker.wait(timeout=120)  # processed after both copies of same-id: they have been handled
+        assert done_runs(workers, "same-id") == 1
+        assert "job same-id is done already" in workers[0].log()
+        assert outputs(store, "twice/") == sorted(["twice/same-id.png", f"twice/{marker.id}.png"])
+
+
+def test_poison_input_lands_in_dead_letters_and_can_be_requeued(stack_env, inputs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fault 5."""
+    import json
+    import subprocess
+    import sys
+
+    with own_workers(stack_env, tmp_path, "poison", **FAST) as (client, _):
+        bad = client.submit(inputs["not-an-image.jpg"], inputs["style.jpg"], "s3://outputs/poison/", {"size": 32})
+        with pytest.raises(JobFailed, match="ImageError"):
+            bad.wait(timeout=60)
+        dead = {d["job_id"]: d for d in client.dead_letters()}
+        entry = dead[bad.id]
+        assert entry["error_type"] == "ImageError" and "not an image" in entry["message"]
+        assert entry["attempts"] == 1 and entry["payload"]["content"] == inputs["not-an-image.jpg"]
+        good = client.submit(
+            inputs["content.png"], inputs["style.jpg"], "s3://outputs/poison/", {"size": 32, "iterations": 2}
+        )
+        assert good.wait(timeout=120)["width"] == 32  # the worker serves on
+
+        env = {**os.environ, **stack_env, "STYLEQUEUE_QUEUE": "stylequeue-poison"}
+        cli = [sys.executable, "-m", "producer.cli"]
+        listed = json.loads(
+            subprocess.run(
+                [*cli, "dead", "list"], capture_output=True, text=True, env=env, check=True, timeout=60
+            ).stdout
+        )
+        assert bad.id in [d["job_id"] for d in listed]
+        requeued = subprocess.run(
+            [*cli, "dead", "requeue", bad.id], capture_output=True, text=True, env=env, check=True, timeout=60
+        ).stdout.strip()
+        assert requeued == bad.id
+        with pytest.raises(JobFailed, match="ImageError"):  # still poison: it fails again ...
+            client.job(bad.id).wait(timeout=60)
+        assert bad.id in [d["job_id"] for d in client.dead_letters()]  # ... and is dead again
+
+
+def test_a_job_that_kills_its_worker_stops_after_k_attempts(stack_env, inputs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fault 6: an "OOM killer" SIGKILLs the pool child whenever it runs this job."""
+    env = {**FAST, "STYLEQUEUE_MAX_WORKER_LOSSES": "2"}
+    with own_workers(stack_env, tmp_path, "oom", **env) as (client, workers):
+        job = client.submit(
+            inputs["content.png"], inputs["style.jpg"], "s3://outputs/oom/", {"size": 48, "iterations": 2000}
+        )
+        kills: list[int] = []
+        stop = threading.Event()
+
+        def oom_killer() -> None:
+            while not stop.is_set():
+                _, pid = running_child(workers, job.id)
+                if pid is not None and pid not in kills:
+                    kills.append(pid)
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.05)  # the simulated kernel's scan interval
+
+        killer = threading.Thread(target=oom_killer, daemon=True)
+        killer.start()
+        try:
+            with pytest.raises(JobFailed) as err:
+                job.wait(timeout=180)
+        finally:
+            stop.set()
+            killer.join()
+        assert err.value.error_type == "TooManyCrashes", err.value
+        # K = 2 crashed runs, and perhaps the refusing run itself, killed in the instant before it refused.
+        assert 2 <= len(kills) <= 3
+        entry = {d["job_id"]: d for d in client.dead_letters()}[job.id]
+        assert entry["error_type"] == "TooManyCrashes"
+        ok = client.submit(
+            inputs["content.png"], inputs["style.jpg"], "s3://outputs/oom/", {"size": 32, "iterations": 2}
+        )
+        assert ok.wait(timeout=120)["iterations"] == 2  # the worker serves on
