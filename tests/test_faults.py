@@ -9,9 +9,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import own_workers
-from producer.contract import ObjectRef
+
 from producer.errors import JobFailed
 
 pytestmark = pytest.mark.slow
