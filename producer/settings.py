@@ -37,7 +37,7 @@ variable                            default                    meaning
 ``STYLEQUEUE_CHECKPOINT_EVERY_ITERATIONS`` ``25``              checkpoint after this many iterations ...
 ``STYLEQUEUE_CHECKPOINT_EVERY_S``   ``60``                     ... or this many seconds (s)
 ``STYLEQUEUE_UPLOAD_ATTEMPTS``      ``5``                      in-place attempts of the result upload
-``STYLEQUEUE_RESTORE_INTERVAL_S``   ``10``                     how often workers look for jobs past the visibility timeout (s)
+``STYLEQUEUE_RESTORE_INTERVAL_S``   ``10``                     sweep for jobs past the visibility timeout (s)
 =================================== ========================== ===========================================
 """
 
