@@ -188,3 +188,100 @@ def test_a_job_that_kills_its_worker_stops_after_k_attempts(stack_env, inputs, t
             inputs["content.png"], inputs["style.jpg"], "s3://outputs/oom/", {"size": 32, "iterations": 2}
         )
         assert ok.wait(timeout=120)["iterations"] == 2  # the worker serves on
+
+
+def test_object_store_down_before_upload_is_waited_out(stack_env, inputs, weights_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fault 4: the store goes away mid-job and comes back; the upload is retried in place."""
+    from conftest import png_bytes, random_rgb
+
+    from producer.services import SeaweedS3
+
+    s3 = SeaweedS3(tmp_path / "s3", buckets=["inputs", "outputs"]).start()
+    try:
+        client_s3 = s3.client()
+        client_s3.put_object(Bucket="inputs", Key="c.png", Body=png_bytes(random_rgb(48, 64, 1)))
+        client_s3.put_object(Bucket="inputs", Key="s.png", Body=png_bytes(random_rgb(40, 40, 2)))
+        env = {
+            **FAST,
+            "STYLEQUEUE_S3_ENDPOINT_URL": s3.endpoint,
+            "STYLEQUEUE_WEIGHTS": weights_file,
+            "STYLEQUEUE_ALLOWED_BUCKETS": "inputs,outputs",
+            "STYLEQUEUE_UPLOAD_ATTEMPTS": "10",
+        }
+        with own_workers(stack_env, tmp_path, "s3down", **env) as (client, (w,)):
+            job = client.submit(
+                "s3://inputs/c.png", "s3://inputs/s.png", "s3://outputs/r/", {"size": 32, "iterations": 40}
+            )
+            outage = []
+
+            def store_outage() -> None:
+                s3.stop()
+                outage.append(time.monotonic())
+                time.sleep(4)  # how long the store stays down
+                s3.start()
+
+            def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+                if not outage and not any(t.name == "outage" for t in threading.enumerate()):
+                    threading.Thread(target=store_outage, name="outage", daemon=True).start()
+
+            result = job.wait(timeout=180, on_progress=on_progress)
+            assert outage and result["output"] == f"s3://outputs/r/{job.id}.png"
+            assert "upload failed" in w.log()  # it was down at upload time, and retried
+            head = s3.client().head_object(Bucket="outputs", Key=f"r/{job.id}.png")
+            assert head["ContentType"] == "image/png"
+    finally:
+        s3.stop()
+
+
+def test_redis_restart_mid_job(stack_env, inputs, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fault 3: Redis (with its append-only file) restarts mid-job; the job completes, and a submit
+    made during the outage goes through once Redis is back."""
+    from producer.services import RedisServer
+
+    redis_server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        env = {**FAST, "STYLEQUEUE_BROKER_URL": redis_server.url, "STYLEQUEUE_VISIBILITY_TIMEOUT_S": "5"}
+        with own_workers(stack_env, tmp_path, "redisdown", **env) as (client, workers):
+            job = client.submit(
+                inputs["content.png"],
+                inputs["style.jpg"],
+                "s3://outputs/redis/",
+                {"size": 48, "iterations": 120, "init": "noise", "seed": 3},
+            )
+            during: list = []
+
+            def outage() -> None:
+                redis_server.stop()
+                # The client publishes while Redis is down: it retries until Redis is back.
+                submitter = threading.Thread(
+                    target=lambda: during.append(
+                        client.submit(
+                            inputs["content.png"],
+                            inputs["style.jpg"],
+                            "s3://outputs/redis/",
+                            {"size": 32, "iterations": 2},
+                        )
+                    )
+                )
+                submitter.start()
+                time.sleep(3)  # how long Redis stays down
+                redis_server.start()
+                submitter.join(60)
+
+            restart = threading.Thread(target=outage, daemon=True)
+            started: list = []
+
+            def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+                if not started and p.iteration >= 5:
+                    started.append(p.iteration)
+                    restart.start()
+
+            first = job.wait(timeout=240, on_progress=on_progress)
+            restart.join(60)
+            assert started and first["iterations"] == 120
+            assert during, "the submit made during the outage did not go through"
+            assert during[0].wait(timeout=120)["iterations"] == 2
+            assert done_runs(workers, job.id) == 1
+            assert outputs(store, "redis/").count(f"redis/{job.id}.png") == 1
+    finally:
+        redis_server.stop()
