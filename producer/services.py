@@ -120,20 +120,29 @@ class RedisServer(Service):
         directory: Working directory (logs, and data with ``appendonly``).
         port: Port, or ``None`` for a free one.
         appendonly: Persist with the append-only file (survives a restart).
+        password: Require this password (Redis AUTH).
     """
 
     name = "redis"
 
-    def __init__(self, directory: str | os.PathLike[str], port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        port: int | None = None,
+        appendonly: bool = False,
+        password: str | None = None,
+    ) -> None:
         super().__init__()
         self.dir = Path(directory)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://[:password@]127.0.0.1:<port>/0``."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 20.0) -> RedisServer:
         """Start and wait until it answers PING."""
@@ -155,6 +164,8 @@ class RedisServer(Service):
             "--daemonize",
             "no",
         ]
+        if self.password:
+            argv += ["--requirepass", self.password]
         proc = self._spawn(argv, self.dir / "redis.log")
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         _wait(client.ping, f"redis-server on port {self.port}", timeout_s, proc)

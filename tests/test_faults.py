@@ -285,3 +285,41 @@ def test_redis_restart_mid_job(stack_env, inputs, store, tmp_path) -> None:  # t
             assert outputs(store, "redis/").count(f"redis/{job.id}.png") == 1
     finally:
         redis_server.stop()
+
+
+def test_load_1000_jobs_through_2_workers_none_lost_or_duplicated(stack_env, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """1,000 small jobs, 2 workers: every job succeeds once, with one output each."""
+    from conftest import png_bytes, random_rgb
+
+    store.client.put_object(Bucket="inputs", Key="load/c.png", Body=png_bytes(random_rgb(32, 32, 1)))
+    store.client.put_object(Bucket="inputs", Key="load/s.png", Body=png_bytes(random_rgb(32, 32, 2)))
+    env = {**FAST, "STYLEQUEUE_PROGRESS_INTERVAL_S": "5"}
+    with own_workers(stack_env, tmp_path, "load", count=2, **env) as (client, workers):
+        message = {
+            "content": "s3://inputs/load/c.png",
+            "style": "s3://inputs/load/s.png",
+            "output": "s3://outputs/load/",
+            "params": {"size": 16, "iterations": 1},
+        }
+        started = time.monotonic()
+        handles = client.submit_many([message] * 1000)
+        results = [h.wait(timeout=600) for h in handles]
+        elapsed = time.monotonic() - started
+        print(f"\n1000 jobs through 2 workers in {elapsed:.1f} s ({1000 / elapsed:.1f} jobs/s)")
+        assert len({h.id for h in handles}) == 1000
+        assert sorted(r["job_id"] for r in results) == sorted(h.id for h in handles)
+        keys = []
+        token = None
+        while True:  # list every output (pages of 1000)
+            page = store.client.list_objects_v2(
+                Bucket="outputs", Prefix="load/", **({"ContinuationToken": token} if token else {})
+            )
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not token:
+                break
+        assert sorted(keys) == sorted(f"load/{h.id}.png" for h in handles)  # no extra, none missing
+        runs = "".join(w.log_path.read_text(errors="replace") for w in workers)
+        assert len(re.findall(r"job \w+ done", runs)) == 1000  # each ran to completion exactly once
+        per_worker = [len(re.findall(r"job \w+ done", w.log_path.read_text(errors="replace"))) for w in workers]
+        assert all(n > 0 for n in per_worker), per_worker  # both workers took part

@@ -13,6 +13,7 @@ from celery.signals import (
     task_failure,
     task_postrun,
     task_prerun,
+    task_rejected,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -20,6 +21,7 @@ from celery.signals import (
 from prometheus_client import multiprocess
 
 from producer import deadletters
+from producer.errors import InvalidJob
 from producer.settings import Settings
 from worker import metrics
 from worker.health import ChildState
@@ -76,6 +78,21 @@ def install(settings: Settings) -> None:
             )
         except Exception as e:  # the failure itself is already recorded as the job's result
             log.error("dead letter for job %s not recorded: %s", task_id, e)
+
+    @task_rejected.connect(weak=False)
+    def _refused(sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+        """A message refused before any code ran (pickle or another disallowed serializer): record a
+        permanent failure under its id, never the (undecoded) body.
+        """
+        job_id = (getattr(message, "headers", None) or {}).get("id")
+        if not job_id or exc is None:
+            return
+        error = InvalidJob("message", f"refused: {type(exc).__name__}: {exc}"[:500])
+        try:
+            sender.app.backend.mark_as_failure(job_id, error)
+            deadletters.record(sender.app.backend.client, job_id, None, "InvalidJob", str(error), 1)
+        except Exception as e:  # the refusal is logged by Celery either way
+            log.error("refused message %s not recorded: %s", job_id, e)
 
     @task_postrun.connect(weak=False)
     def _job_ended(task: Any = None, retval: Any = None, state: str = "", **_: Any) -> None:
