@@ -170,15 +170,15 @@ def test_credentials_are_never_logged_or_stored(client, worker, inputs, stack_en
     secret = stack_env["AWS_SECRET_ACCESS_KEY"]
     assert secret not in worker.log_path.read_text(errors="replace")
     r = redis.Redis.from_url(stack_env["STYLEQUEUE_BROKER_URL"])
+    readers = {
+        b"string": lambda k: [r.get(k)],
+        b"hash": r.hvals,
+        b"list": lambda k: r.lrange(k, 0, -1),
+        b"zset": lambda k: r.zrange(k, 0, -1),
+        b"set": lambda k: list(r.smembers(k)),
+    }
     for key in r.scan_iter(count=1000):
-        kind = r.type(key)
-        values = {
-            b"string": lambda: [r.get(key)],
-            b"hash": lambda: r.hvals(key),
-            b"list": lambda: r.lrange(key, 0, -1),
-            b"zset": lambda: r.zrange(key, 0, -1),
-            b"set": lambda: list(r.smembers(key)),
-        }.get(kind, lambda: [])()
+        values = readers.get(r.type(key), lambda k: [])(key)
         assert not any(secret.encode() in (v or b"") for v in values), key
 
 
