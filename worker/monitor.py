@@ -81,8 +81,9 @@ def install(settings: Settings) -> None:
 
     @task_rejected.connect(weak=False)
     def _refused(sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
-        """A message refused before any code ran (pickle or another disallowed serializer): record a
-        permanent failure under its id, never the (undecoded) body.
+        """Record a permanent failure for a message refused before any code ran.
+
+        That is pickle or another disallowed serializer; its (undecoded) body is never stored.
         """
         job_id = (getattr(message, "headers", None) or {}).get("id")
         if not job_id or exc is None:
