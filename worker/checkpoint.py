@@ -59,6 +59,8 @@ class Checkpointer:
         self._last_time = time.monotonic()
         #: Iteration of the last checkpoint saved (for the result and logs).
         self.saved_iteration = 0
+        #: Whether a checkpoint object is known to exist (loaded, found stale, or saved).
+        self.exists = False
 
     def load(self) -> tuple[int, np.ndarray] | None:
         """The saved ``(iteration, x)``, or ``None`` (none saved, or saved for another job/shape)."""
@@ -66,6 +68,7 @@ class Checkpointer:
             data = self.store.get(self.ref)
         except ObjectNotFound:
             return None
+        self.exists = True
         with np.load(io.BytesIO(data)) as npz:
             if str(npz["fingerprint"]) != self.fingerprint:
                 log.warning("%s belongs to other inputs or parameters: ignored", self.ref.uri)
@@ -88,9 +91,12 @@ class Checkpointer:
             return
         self._last_iteration = self.saved_iteration = iteration
         self._last_time = time.monotonic()
+        self.exists = True
 
     def delete(self) -> None:
-        """Remove the checkpoint (the job succeeded)."""
+        """Remove the checkpoint (the job succeeded); no request when none was ever there."""
+        if not self.exists:
+            return
         try:
             self.store.delete(self.ref)
         except StylequeueError as e:

@@ -27,8 +27,6 @@ BGR_MEAN = (103.939, 116.779, 123.68)
 _lock = threading.Lock()
 _bases: dict[tuple[str, str | None], object] = {}
 _cut: dict[tuple[str, str | None, tuple[str, ...]], object] = {}
-#: Seconds spent loading each weights source, for metrics and logs.
-load_seconds: dict[tuple[str, str | None], float] = {}
 
 
 def _resolve(weights: str, sha256: str | None) -> str:
@@ -90,8 +88,7 @@ def feature_model(weights: str, layers: Sequence[str], sha256: str | None = None
             source = _resolve(weights, sha256)
             start = time.perf_counter()
             _bases[key] = _build_base(source)
-            load_seconds[key] = time.perf_counter() - start
-            log.info("loaded VGG19 weights %s in %.2f s", source, load_seconds[key])
+            log.info("loaded VGG19 weights %s in %.2f s", source, time.perf_counter() - start)
         base = _bases[key]
         outputs = [base.get_layer(name).output for name in layers]  # type: ignore[attr-defined]
         # A functional model holds only the layers between its inputs and outputs: this is the cut.
