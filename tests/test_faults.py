@@ -209,6 +209,7 @@ def test_object_store_down_before_upload_is_waited_out(stack_env, inputs, weight
             "STYLEQUEUE_WEIGHTS": weights_file,
             "STYLEQUEUE_ALLOWED_BUCKETS": "inputs,outputs",
             "STYLEQUEUE_UPLOAD_ATTEMPTS": "10",
+            "STYLEQUEUE_CHECKPOINT_EVERY_ITERATIONS": "100000",  # no checkpoint traffic during the outage
         }
         with own_workers(stack_env, tmp_path, "s3down", **env) as (client, (w,)):
             job = client.submit(
@@ -219,7 +220,10 @@ def test_object_store_down_before_upload_is_waited_out(stack_env, inputs, weight
             def store_outage() -> None:
                 s3.stop()
                 outage.append(time.monotonic())
-                time.sleep(4)  # how long the store stays down
+                # The store stays down until the worker has failed an upload, whatever the CPU speed.
+                deadline = time.monotonic() + 120
+                while "upload failed" not in w.log_path.read_text(errors="replace") and time.monotonic() < deadline:
+                    time.sleep(0.1)
                 s3.start()
 
             def on_progress(p) -> None:  # type: ignore[no-untyped-def]
