@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -121,13 +122,15 @@ class WorkerProcess:
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"worker exited early:\n{self.log()}"
+            assert self.proc.poll() is None, f"worker exited early:\n{self.log(5000)}"
             if any(self.name in k for r in app.control.ping(timeout=1.0) or [] for k in r):
                 return
-        raise TimeoutError(f"worker not ready in {timeout_s} s:\n{self.log()}")
+        raise TimeoutError(f"worker not ready in {timeout_s} s:\n{self.log(5000)}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
+    def log(self, tail: int | None = None) -> str:
+        """The worker's whole log (or its last ``tail`` characters, for error messages)."""
+        text = self.log_path.read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def stop(self, sig: int | None = None, timeout_s: float = 60.0) -> int:
         import signal
@@ -211,3 +214,19 @@ def own_workers(stack_env: dict[str, str], tmp_path, name: str, count: int = 1, 
     finally:
         for w in workers:
             w.stop()
+
+
+def wait_for(check, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    """Retry ``check`` (which raises OSError while not ready) until it returns or ``timeout_s`` passes.
+
+    For things with nothing to block on: a server starting up, a counter or an ack landing just
+    after the result a test waited for.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # nothing to block on: poll, within the deadline

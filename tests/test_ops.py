@@ -11,6 +11,7 @@ import sys
 import urllib.request
 
 import pytest
+from conftest import wait_for
 
 from producer.errors import JobFailed
 from producer.queues import depth
@@ -62,6 +63,8 @@ def test_metrics_after_jobs(client, worker, inputs, stack_env) -> None:  # type:
         text = scrape(port)
         if delta("celery_task_failed_total", text, exception="ImageError", **task) < 1:
             raise OSError("failure not counted yet")
+        if sample(text, "celery_queue_length", queue_name="stylequeue") != 0:
+            raise OSError("last ack not in yet")  # the late ack follows the result and task_postrun
         return text
 
     after = wait_for(counted, timeout_s=30)
@@ -148,20 +151,6 @@ def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None: 
         assert signalled and signalled[0] < result["iterations"]
         assert w.proc.wait(timeout=60) == 0, w.log()
         assert "warm shutdown" in w.log().lower()
-
-
-def wait_for(check, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
-    """Retry ``check`` until it returns a value or ``timeout_s`` passes (for a server starting up)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)  # a starting server has nothing to wait on but its socket
 
 
 def test_queue_exporter_for_autoscalers(client, stack_env) -> None:  # type: ignore[no-untyped-def]
