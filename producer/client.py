@@ -213,10 +213,7 @@ class Client:
 
     def send(self, job: Job | Mapping[str, Any], priority: int | None = None, producer: Any = None) -> JobHandle:
         """Enqueue a :class:`Job`, or a contract JSON object (validated first)."""
-        if not isinstance(job, Job):
-            job = Job.from_message(dict(job))
-        if job.job_id is None:
-            job = Job.from_message({**job.to_message(), "job_id": uuid.uuid4().hex})
+        job = _with_id(job if isinstance(job, Job) else Job.from_message(dict(job)))
         assert job.job_id is not None
         _check_priority(priority)
         message = {**job.to_message(), "submitted_at": round(time.time(), 3)}
@@ -253,11 +250,14 @@ class Client:
                 j = job if isinstance(job, Job) else Job.from_message(dict(job))
             except InvalidJob as e:
                 raise InvalidJob(f"jobs[{i}].{e.field}", e.message) from None
-            if j.job_id is None:
-                j = Job.from_message({**j.to_message(), "job_id": uuid.uuid4().hex})
-            prepared.append(j)
+            prepared.append(_with_id(j))
         with self._sender.producer_or_acquire() as producer, producer.batch(max_size=batch_size):
             return [self.send(j, priority, producer=producer) for j in prepared]
+
+
+def _with_id(job: Job) -> Job:
+    """``job`` with a fresh random id when it has none."""
+    return job if job.job_id is not None else Job.from_message({**job.to_message(), "job_id": uuid.uuid4().hex})
 
 
 def _check_priority(priority: int | None) -> None:

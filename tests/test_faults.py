@@ -12,6 +12,7 @@ import pytest
 from conftest import own_workers
 
 from producer.errors import JobFailed
+from worker.health import pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +45,9 @@ def running_child(workers, job_id: str, min_age_s: float = 0.0):  # type: ignore
             except ValueError:
                 continue
             fresh = time.time() - float(state.get("started_at") or 0) < min_age_s
-            if state.get("job_id") == job_id and not fresh and _alive(int(state["pid"])):
+            if state.get("job_id") == job_id and not fresh and pid_alive(int(state["pid"])):
                 return w, int(state["pid"])
     return None, None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_sigkill_mid_job_resumes_from_checkpoint_exactly_once(stack_env, inputs, store, tmp_path) -> None:  # type: ignore[no-untyped-def]

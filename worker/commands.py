@@ -44,19 +44,10 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(run=run_health)
 
 
-def gpu_count() -> int:
-    """GPUs this process may use: ``CUDA_VISIBLE_DEVICES``, else the NVIDIA driver's list."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([g for g in visible.split(",") if g.strip() and g.strip() != "-1"])
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
-
-
 def worker_argv(settings: Any, concurrency: int | None, hostname: str, loglevel: str, extra: list[str]) -> list[str]:
     """The celery command line of a stylequeue worker."""
+    from worker.runtime import visible_gpus  # stdlib-only at call time; keeps `--help` light
+
     argv = [
         sys.executable,
         "-m",
@@ -69,7 +60,7 @@ def worker_argv(settings: Any, concurrency: int | None, hostname: str, loglevel:
         "--pool",
         "prefork",
         "-c",
-        str(concurrency or max(1, gpu_count())),
+        str(concurrency or max(1, len(visible_gpus()))),
         "-n",
         hostname,
         "-l",

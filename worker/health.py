@@ -82,7 +82,7 @@ def check(
         except (OSError, ValueError):
             continue  # being replaced right now
         pid, job = state.get("pid"), state.get("job_id")
-        if not _alive(int(pid or 0)):
+        if not pid_alive(int(pid or 0)):
             path.unlink(missing_ok=True)  # a child that died without cleaning up
             continue
         if job is None:
@@ -101,7 +101,8 @@ def check(
     return Verdict(ok, tuple(lines))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
     if pid <= 0:
         return False
     try:

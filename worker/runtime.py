@@ -50,18 +50,21 @@ def pin_gpu(child_index: int) -> None:
     """
     if os.environ.get("STYLEQUEUE_GPU_PER_CHILD") != "1":
         return
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(_gpu_count())]
+    gpus = visible_gpus()
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[child_index % len(gpus)]
         log.info("pool child %d uses GPU %s", child_index, os.environ["CUDA_VISIBLE_DEVICES"])
 
 
-def _gpu_count() -> int:
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES``, else the NVIDIA driver's list."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
     try:
-        return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
+        return [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
     except OSError:
-        return 0
+        return []
 
 
 def start(settings: Settings) -> Runtime:
