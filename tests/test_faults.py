@@ -98,8 +98,13 @@ def test_visibility_timeout_shorter_than_the_job_does_not_run_it_twice(stack_env
 
 
 def test_same_job_id_twice_gives_one_output(stack_env, inputs, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Fault 8."""
-    with own_workers(stack_env, tmp_path, "twice", **FAST) as (client, workers):
+    """Fault 8; the dropped copy is counted as such in the metrics, not as a cancel."""
+    from test_ops import sample, scrape
+
+    from producer.services import free_port
+
+    port = free_port()
+    with own_workers(stack_env, tmp_path, "twice", **FAST, STYLEQUEUE_METRICS_PORT=str(port)) as (client, workers):
         tiny = {"size": 32, "iterations": 3}
         first = client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/twice/", tiny, job_id="same-id")
         again = client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/twice/", tiny, job_id="same-id")
@@ -109,6 +114,9 @@ def test_same_job_id_twice_gives_one_output(stack_env, inputs, store, tmp_path) 
         assert done_runs(workers, "same-id") == 1
         assert "job same-id is done already" in workers[0].log()
         assert outputs(store, "twice/") == sorted(["twice/same-id.png", f"twice/{marker.id}.png"])
+        text = scrape(port)
+        assert sample(text, "stylequeue_deliveries_dropped_total", name="stylequeue.transfer") == 1
+        assert "celery_task_revoked_total{" not in text
 
 
 def test_poison_input_lands_in_dead_letters_and_can_be_requeued(stack_env, inputs, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ metric                                 type      meaning
 ``celery_task_failed_total``           counter   jobs failed for good, by ``name`` and ``exception``
 ``celery_task_retried_total``          counter   transient failures that will run again
 ``celery_task_revoked_total``          counter   jobs cancelled by a client
+``stylequeue_deliveries_dropped_total`` counter   duplicate deliveries not run (job done, or leased elsewhere)
 ``celery_task_runtime_seconds``        histogram wall time of a job (download to upload)
 ``celery_queue_length``                gauge     ``queue_name``'s jobs: every priority list plus unacked
 ``stylequeue_queue_ready``             gauge     waiting jobs by ``queue`` and ``priority``
@@ -44,6 +45,7 @@ succeeded = Counter("celery_task_succeeded", "Jobs done", ["name"])
 failed = Counter("celery_task_failed", "Jobs failed for good", ["name", "exception"])
 retried = Counter("celery_task_retried", "Transient failures that will run again", ["name"])
 revoked = Counter("celery_task_revoked", "Jobs cancelled", ["name"])
+dropped = Counter("stylequeue_deliveries_dropped", "Duplicate deliveries not run (job done or leased)", ["name"])
 runtime = Histogram("celery_task_runtime_seconds", "Wall time of a job", ["name"], buckets=_TIME_BUCKETS)
 queue_wait = Histogram("stylequeue_job_queue_wait_seconds", "Submit to start", buckets=_TIME_BUCKETS)
 iterations_per_second = Gauge(
@@ -121,7 +123,7 @@ class JobTimer:
         progress_ratio.set(iteration / max(1, total))
 
     def finish(self, name: str, state: str, exception: str = "") -> None:
-        """The job ended in ``state`` (SUCCESS, FAILURE, RETRY or IGNORED for a cancel)."""
+        """The job ended in ``state``: SUCCESS, FAILURE, RETRY, IGNORED (a cancel) or DROPPED (a duplicate)."""
         runtime.labels(name).observe(time.monotonic() - self.started)
         if state == "SUCCESS":
             succeeded.labels(name).inc()
@@ -129,6 +131,8 @@ class JobTimer:
             retried.labels(name).inc()
         elif state == "IGNORED":
             revoked.labels(name).inc()
+        elif state == "DROPPED":
+            dropped.labels(name).inc()
         else:
             failed.labels(name, exception).inc()
         iterations_per_second.set(0)

@@ -98,6 +98,8 @@ def install(settings: Settings) -> None:
     @task_postrun.connect(weak=False)
     def _job_ended(task: Any = None, retval: Any = None, state: str = "", **_: Any) -> None:
         error = type(retval).__name__ if isinstance(retval, BaseException) else ""
+        if getattr(getattr(task, "request", None), "dropped", False):
+            state = "DROPPED"  # a duplicate delivery the guard did not run
         metrics.timer.finish(getattr(task, "name", ""), state or "", error)
         if _state is not None:
             _state.idle()

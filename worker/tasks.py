@@ -122,10 +122,12 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
     guard = JobGuard(client, job_id, settings.result_expires_s)
     if guard.is_done():
         log.info("job %s is done already: delivery dropped", job_id)
+        self.request.dropped = True  # for the metrics: not a cancel
         raise Ignore()
     lease = Lease(client, job_id, settings.lease_ttl_s)
     if not lease.acquire():
         _defer_duplicate(self, message, job_id, lease.holder())
+        self.request.dropped = True
         raise Ignore()
     reporter = Reporter(self, job_id, settings.progress_interval_s, lease)
     try:
