@@ -19,10 +19,11 @@ from typing import Any
 
 import redis
 
-from producer.app import DEFAULT_PRIORITY, make_celery
+from producer.app import make_celery
 from producer.client import Client
 from producer.contract import TASK_NAME, Job
-from producer.services import RedisServer
+from producer.devstack import RedisServer
+from producer.queues import DEFAULT_PRIORITY, list_name
 from producer.settings import Settings
 
 MESSAGE = {
@@ -69,13 +70,13 @@ def main() -> None:
         t_plain = plain_send_task(plain, args.jobs, "plain")
         t_bare = plain_send_task(bare, args.jobs, "bare")
         t_many = pipelined(many, args.jobs, args.batch)
-        counts = [r.llen(f"{q}:{DEFAULT_PRIORITY}") for q in ("plain", "bare", "many")]
+        counts = [r.llen(list_name(q, DEFAULT_PRIORITY)) for q in ("plain", "bare", "many")]
         assert counts == [args.jobs] * 3, f"messages lost: {counts}"
 
     print(f"{args.jobs} jobs each way, redis-server on loopback, batch {args.batch}; all messages counted in Redis")
     print(f"send_task loop, app with result backend   {args.jobs / t_plain:7.0f} jobs/s  ({t_plain:.2f} s)")
     print(f"send_task loop, app without backend       {args.jobs / t_bare:7.0f} jobs/s  ({t_bare:.2f} s)")
-    print(f"Client.submit_many (pipelined)            {args.jobs / t_many:7.0f} jobs/s  ({t_many:.2f} s)")
+    print(f"Client.submit_many (one transaction/batch) {args.jobs / t_many:7.0f} jobs/s  ({t_many:.2f} s)")
     print(f"speedup vs. the usual send_task loop      {t_plain / t_many:7.2f}x")
     print(f"speedup vs. send_task without backend     {t_bare / t_many:7.2f}x")
 

@@ -6,12 +6,15 @@ Settings that matter to long GPU jobs, and why:
   a worker that dies mid-job hands it back instead of losing it.
 * ``worker_prefetch_multiplier = 1``: a busy GPU worker does not hoard queued jobs.
 * JSON only (``accept_content``, ``result_accept_content``): no pickle is ever deserialized.
-* ``visibility_timeout`` > hard time limit: Redis does not redeliver a job that is still running
-  within its limits.
-* ``task_track_started``, ``result_expires``, cancel of running jobs on broker connection loss
-  (their messages are redelivered anyway, so finishing them would only produce duplicates).
-* Priorities: the Redis transport keeps one list per priority step (0-9, ``0`` first); jobs sent
-  without one get 5, so both more and less urgent work can be expressed.
+* ``visibility_timeout`` > hard time limit: kombu's own redelivery is the last resort only; the
+  lease-aware sweep (:mod:`worker.recovery`) recovers a dead worker's job within the lease TTL
+  and keeps a running job's message from being redelivered, however long the job runs.
+* A running job is *not* cancelled when the broker connection drops: its lease decides whether
+  it is still the job's owner, and a short blip costs nothing.
+* ``task_track_started``, ``result_expires``; result-backend writes retried for
+  ``STYLEQUEUE_RETRY_FOR_S`` (a backend outage is transient, not a failure).
+* Priorities: kombu's list names (its default separator) with one list per priority 0-9, so a
+  plain Celery client's jobs land in lists the workers read (see :mod:`producer.queues`).
 """
 
 from __future__ import annotations
@@ -19,22 +22,25 @@ from __future__ import annotations
 from typing import Any
 
 from producer.contract import TASK_NAME
+from producer.queues import DEFAULT_PRIORITY, PRIORITY_STEPS
 from producer.settings import Settings
 
-#: Priority of a job sent without one (0 = most urgent, 9 = least; the Redis transport's order).
-DEFAULT_PRIORITY = 5
+#: Longest wait between two result-backend retries (ms); with it, how many retries fill
+#: STYLEQUEUE_RETRY_FOR_S.
+_BACKEND_MAX_SLEEP_MS = 10_000
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for ``settings`` (a plain dict, easy to inspect and test)."""
     transport = {
         "visibility_timeout": settings.visibility_timeout,
-        "priority_steps": list(range(10)),
-        # "<queue>:<priority>" list names, readable by ops tools and the queue-depth metric.
-        "sep": ":",
-        # Sweep for jobs abandoned past the visibility timeout every N s (kombu: every ~100 s).
+        # One list per priority, with kombu's default separator: what any Celery client writes.
+        "priority_steps": list(PRIORITY_STEPS),
+        # kombu's own sweep for messages past the visibility timeout (the last resort).
         "unacked_restore_interval": settings.restore_interval_s,
         "unacked_restore_throttle": 1,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
     }
     return {
         "broker_url": settings.broker_url,
@@ -64,12 +70,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.soft_time_limit_s,
         "task_time_limit": settings.hard_time_limit_s,
         "result_expires": settings.result_expires_s,
-        # A Redis blip while storing a state or result is retried instead of failing the job.
+        # A backend outage while storing a state or result is waited out, not a failure.
         "result_backend_always_retry": True,
-        "result_backend_max_retries": 10,
+        "result_backend_max_retries": int(settings.retry_for_s * 1000 / _BACKEND_MAX_SLEEP_MS) + 10,
+        "result_backend_max_sleep_between_retries_ms": _BACKEND_MAX_SLEEP_MS,
+        "redis_socket_timeout": 10,
+        "redis_socket_connect_timeout": 5,
         "result_extended": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_proc_alive_timeout": settings.proc_alive_timeout_s,
         "worker_send_task_events": True,
         # No "task-sent" event: it costs a broker round trip per job on the client (it halves

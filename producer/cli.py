@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from producer.errors import StylequeueError
+from producer.errors import BrokerUnavailable, JobNotFound, StylequeueError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.run(args))
+    except JobNotFound as e:
+        print(f"stylequeue: error: {e}", file=sys.stderr)
+        return 4
+    except BrokerUnavailable as e:
+        print(f"stylequeue: error: cannot reach the broker: {e}", file=sys.stderr)
+        return 1
     except StylequeueError as e:
         print(f"stylequeue: error: {e}", file=sys.stderr)
         return 1

@@ -7,45 +7,43 @@ Example::
     client = Client()                      # settings from the environment
     job = client.submit("s3://photos/tubingen.jpg", "s3://styles/starry.jpg",
                         output="s3://results/stylized/", params={"size": 768, "iterations": 200})
-    job.wait(timeout=600, on_progress=lambda p: print(p.iteration, p.total, p.loss))
-    print(job.result())                    # {"output": "s3://results/stylized/<id>.png", ...}
+    result = job.wait(timeout=600, on_progress=lambda p: print(p.iteration, p.total, p.loss))
+    print(result.output)                   # s3://results/stylized/<id>.png
+
+Jobs are queued with one Redis transaction per batch that also records them in the job index
+(:mod:`producer.wire`), so a job id the client returned is always found, and a ``submit_many``
+that fails part way says exactly which jobs were sent (:class:`~producer.errors.PartialSubmit`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from producer import deadletters
-from producer.app import DEFAULT_PRIORITY, make_celery
-from producer.contract import CANCEL_KEY, DONE_KEY, RUNS_KEY, TASK_NAME, Job
-from producer.errors import InvalidJob, JobFailed
+from producer import broker, deadletters, keys, registry, wire
+from producer.app import make_celery
+from producer.contract import Job, check_message_size
+from producer.errors import BrokerUnavailable, InvalidJob, JobFailed, JobNotFound, PartialSubmit
 from producer.params import Params
+from producer.queues import DEFAULT_PRIORITY
+from producer.retrying import patiently
 from producer.settings import Settings
+from producer.states import (
+    FINAL_STATES,
+    PENDING,
+    PROGRESS,
+    REVOKED,
+    SUCCESS,
+    JobProgress,
+    JobResult,
+    JobSummary,
+)
 
-#: States a job goes through: PENDING (queued, or unknown id) → STARTED → PROGRESS → SUCCESS,
-#: FAILURE (permanent error), RETRY (transient error, will run again) or REVOKED (cancelled).
-DONE_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-
-
-@dataclass(frozen=True)
-class JobProgress:
-    """Where a running job is.
-
-    Attributes:
-        iteration: L-BFGS iterations done.
-        total: Iterations asked for.
-        loss: Current total loss.
-        elapsed_s: Seconds since the optimization started.
-    """
-
-    iteration: int
-    total: int
-    loss: float
-    elapsed_s: float = 0.0
+#: How long the client keeps trying to reach Redis to queue a batch (s) before it gives up.
+PUBLISH_RETRY_S = 30.0
 
 
 class JobHandle:
@@ -62,58 +60,73 @@ class JobHandle:
         return self.client.app.AsyncResult(self.id)
 
     def status(self) -> str:
-        """PENDING, STARTED, PROGRESS, RETRY, SUCCESS, FAILURE or REVOKED."""
-        return str(self._async().state)
+        """PENDING (queued), STARTED, PROGRESS, SUCCESS, FAILURE or REVOKED.
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        for look in range(2):
+            state = str(self._async().state)
+            if state != PENDING or self.client.knows(self.id):
+                return state
+            if look == 0:
+                # A worker may be taking it this very moment (out of the list, not yet in unacked).
+                time.sleep(0.05)
+        raise JobNotFound(self.id)
 
     def progress(self) -> JobProgress | None:
-        """The latest progress of a running job, ``None`` before its first iteration."""
+        """The latest progress of a running job (the final one for a finished job), else ``None``."""
         r = self._async()
-        if r.state == "PROGRESS" and isinstance(r.info, dict):
-            return _progress(r.info)
-        if r.state == "SUCCESS" and isinstance(r.result, dict):
-            n = int(r.result.get("iterations", 0))
-            return JobProgress(n, n, float(r.result.get("loss", 0.0)), float(r.result.get("seconds", 0.0)))
+        if r.state == PROGRESS:
+            return JobProgress.from_dict(r.info)
+        if r.state == SUCCESS:
+            res = JobResult.from_dict(r.result)
+            return JobProgress(self.id, res.iterations, res.iterations, res.loss, elapsed_s=res.seconds)
         return None
 
-    def wait(
-        self, timeout: float | None = None, on_progress: Callable[[JobProgress], None] | None = None
-    ) -> dict[str, Any]:
+    def wait(self, timeout: float | None = None, on_progress: Callable[[JobProgress], None] | None = None) -> JobResult:
         """Block until the job ends; return its result.
 
         Progress arrives by Redis pub/sub (no polling) and goes to ``on_progress``.
 
         Raises:
+            JobNotFound: no job has this id (at once, whatever the timeout).
             TimeoutError: not done within ``timeout`` seconds.
             JobFailed: the job failed or was cancelled; carries the worker's error class and message.
         """
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         def on_message(meta: Mapping[str, Any]) -> None:
-            if on_progress is not None and meta.get("status") == "PROGRESS" and isinstance(meta.get("result"), dict):
-                on_progress(_progress(meta["result"]))
+            if on_progress is not None and meta.get("status") == PROGRESS:
+                on_progress(JobProgress.from_dict(meta.get("result")))
 
+        self.status()  # JobNotFound now rather than waiting forever
         r = self._async()
         try:
             value = r.get(timeout=timeout, propagate=False, on_message=on_message, disable_sync_subtasks=False)
         except CeleryTimeout:
             raise TimeoutError(f"job {self.id} is not done after {timeout} s (state {r.state})") from None
-        if r.state == "SUCCESS":
-            return dict(value)
+        if r.state == SUCCESS:
+            return JobResult.from_dict(value)
         raise _failure(self.id, r.state, value)
 
-    def result(self, timeout: float | None = None) -> dict[str, Any]:
+    def result(self, timeout: float | None = None) -> JobResult:
         """The job's result (waits up to ``timeout`` seconds); see :meth:`wait`."""
         return self.wait(timeout)
 
     def error(self) -> JobFailed | None:
         """The failure of a FAILED or REVOKED job, else ``None``."""
         r = self._async()
-        return _failure(self.id, r.state, r.result) if r.state in ("FAILURE", "REVOKED") else None
+        return _failure(self.id, r.state, r.result) if r.state in ("FAILURE", REVOKED) else None
 
     def cancel(self) -> None:
-        """Cancel the job: a queued job is skipped, a running one stops at its next iteration."""
-        ttl = self.client.settings.result_expires_s
-        self.client.app.backend.client.set(CANCEL_KEY.format(self.id), "1", ex=ttl)
+        """Cancel the job: a queued job is skipped, a running one stops at its next iteration.
+
+        Raises:
+            JobNotFound: no job has this id.
+        """
+        self.status()
+        self.client.redis.set(keys.CANCEL.format(self.id), "1", ex=self.client.settings.result_expires_s)
         self.client.app.control.revoke(self.id)
 
 
@@ -122,23 +135,51 @@ class Client:
 
     Args:
         settings: Broker, backend and queue (from the environment when ``None``).
-        app: A Celery app to use instead of building one from ``settings``.
+        app: A Celery app to read results with instead of one built from ``settings``.
+        publish_retry_s: How long to keep trying to reach Redis to queue a batch.
     """
 
-    def __init__(self, settings: Settings | None = None, app: Any = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, app: Any = None, publish_retry_s: float = PUBLISH_RETRY_S
+    ) -> None:
         self.settings = settings or Settings.from_env()
+        self.publish_retry_s = publish_retry_s
         self.app = app if app is not None else make_celery(self.settings)
-        # Publishing needs no result backend, and Celery's Redis backend would SUBSCRIBE and
-        # UNSUBSCRIBE for every sent job (two round trips): send through a backend-less twin.
-        self._sender = app if app is not None else make_celery(self.settings, result_backend=False)
+        #: The broker's Redis: the queue, the job index and stylequeue's job keys.
+        self.redis = broker.connect(self.settings.broker_url)
 
     def job(self, job_id: str) -> JobHandle:
-        """A handle on an existing job."""
+        """A handle on an existing job (no look-up until you ask it something)."""
         return JobHandle(self, job_id)
+
+    def knows(self, job_id: str) -> bool:
+        """Whether ``job_id`` is in the job index or waits in the queue (sent by any client)."""
+        return registry.first_seen(self.redis, job_id) is not None or registry.queued(
+            self.redis, self.settings.queue, job_id
+        )
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[JobSummary]:
+        """Recent jobs, newest first, optionally only those in ``state`` (looks at most 100 × ``limit``)."""
+        backend = broker.connect(self.settings.backend_url)
+        found: list[JobSummary] = []
+        before: float | None = None
+        for _ in range(100):
+            page = registry.recent(self.redis, max(limit, 100), before)
+            if not page:
+                break
+            metas = backend.mget([keys.CELERY_META.format(job_id) for job_id, _ in page])
+            for (job_id, seen), raw in zip(page, metas):
+                job_state = json.loads(raw).get("status", PENDING) if raw else PENDING
+                if state is None or job_state == state:
+                    found.append(JobSummary(job_id, job_state, seen))
+                    if len(found) == limit:
+                        return found
+            before = page[-1][1]
+        return found
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """Jobs that failed for good, newest first (see :mod:`producer.deadletters`)."""
-        return deadletters.entries(self.app.backend.client, limit)
+        return deadletters.entries(self.redis, limit)
 
     def requeue_dead(self, job_id: str, priority: int | None = None) -> JobHandle:
         """Send a dead-lettered job again, with the same id; its dead letter is removed.
@@ -146,14 +187,17 @@ class Client:
         Raises:
             InvalidJob: no dead letter for ``job_id`` (or its payload no longer validates).
         """
-        r = self.app.backend.client
-        entry = deadletters.get(r, job_id)
+        entry = deadletters.get(self.redis, job_id)
         if entry is None:
             raise InvalidJob("job_id", f"no dead letter for job {job_id!r}")
+        if entry["payload"] is None:
+            raise InvalidJob("job_id", f"the dead letter of {job_id!r} has no payload to send again")
         job = Job.from_message({**entry["payload"], "job_id": job_id})
-        r.delete(DONE_KEY.format(job_id), RUNS_KEY.format(job_id), CANCEL_KEY.format(job_id))
+        # Its final state and counters go, so that the job runs again rather than republishing them.
+        self.redis.delete(keys.DONE.format(job_id), keys.RUNS.format(job_id), keys.CANCEL.format(job_id))
+        self.app.backend.forget(job_id)
         handle = self.send(job, priority)
-        deadletters.remove(r, job_id)
+        deadletters.remove(self.redis, job_id)
         return handle
 
     def build(
@@ -201,58 +245,105 @@ class Client:
         Args:
             content: ``s3://`` URI of the content image.
             style: URI of the style image, or a list of URIs.
-            output: ``s3://bucket/key``, or a prefix ending in ``/`` (result at ``<prefix><job_id>.<ext>``).
+            output: ``s3://bucket/key.png`` (``.jpg``, ``.webp``), or a prefix ending in ``/``
+                (result at ``<prefix><job_id>.<ext>``).
             params: Engine options (:class:`Params` or its JSON form).
             priority: 0 (most urgent) to 9 (least); default 5.
             **options: ``style_weights``, ``job_id``, ``format`` (see :meth:`build`).
 
         Raises:
             InvalidJob: naming the offending field; nothing is sent.
+            BrokerUnavailable: Redis could not be reached for ``publish_retry_s``; nothing was sent.
         """
         return self.send(self.build(content, style, output, params, **options), priority=priority)
 
-    def send(self, job: Job | Mapping[str, Any], priority: int | None = None, producer: Any = None) -> JobHandle:
-        """Enqueue a :class:`Job`, or a contract JSON object (validated first)."""
-        job = _with_id(job if isinstance(job, Job) else Job.from_message(dict(job)))
-        assert job.job_id is not None
-        _check_priority(priority)
-        message = {**job.to_message(), "submitted_at": round(time.time(), 3)}
-        self._sender.send_task(
-            TASK_NAME,
-            args=[message],
-            task_id=job.job_id,
-            queue=self.settings.queue,
-            # Explicit: send_task ignores task_default_priority, and Redis treats "none" as 0 (first).
-            priority=DEFAULT_PRIORITY if priority is None else priority,
-            # A compact repr for monitors; Celery's saferepr of the whole message costs ~0.5 ms.
-            argsrepr=f"[job {job.job_id}]",
-            kwargsrepr="{}",
-            producer=producer,
-        )
-        return JobHandle(self, job.job_id)
+    def send(self, job: Job | Mapping[str, Any], priority: int | None = None) -> JobHandle:
+        """Enqueue a :class:`Job`, or a contract JSON object (validated first).
+
+        Raises:
+            InvalidJob, BrokerUnavailable: as :meth:`submit`.
+        """
+        try:
+            return self.submit_many([job], priority)[0]
+        except PartialSubmit as e:
+            raise BrokerUnavailable(str(e.cause)) from None
 
     def submit_many(
         self, jobs: Iterable[Job | Mapping[str, Any]], priority: int | None = None, batch_size: int = 1000
     ) -> list[JobHandle]:
-        """Enqueue many jobs from one process, pipelined: one Redis round trip per ``batch_size``.
+        """Enqueue many jobs: one Redis transaction per ``batch_size`` jobs.
 
         Every job is validated before the first is sent, so a bad job sends nothing.
 
         Args:
             jobs: :class:`Job` objects or contract JSON objects.
-            priority: 0 (most urgent) to 9 (least) for all of them.
-            batch_size: Messages per Redis pipeline flush.
+            priority: 0 (most urgent) to 9 (least) for all of them; default 5.
+            batch_size: Jobs per transaction.
+
+        Raises:
+            InvalidJob: naming the job (``jobs[3].output``) and field; nothing is sent.
+            PartialSubmit: the broker failed part way (after retrying for ``publish_retry_s``):
+                says which jobs were sent, which were not, and which are unknown.
         """
         _check_priority(priority)
-        prepared = []
-        for i, job in enumerate(jobs):
+        pri = DEFAULT_PRIORITY if priority is None else priority
+        envelopes = []
+        now = round(time.time(), 3)
+        for i, item in enumerate(jobs):
             try:
-                j = job if isinstance(job, Job) else Job.from_message(dict(job))
+                job = _with_id(item if isinstance(item, Job) else Job.from_message(dict(item)))
+                message = {**job.to_message(), "submitted_at": now}
+                check_message_size(message, self.settings.max_message_bytes)
             except InvalidJob as e:
                 raise InvalidJob(f"jobs[{i}].{e.field}", e.message) from None
-            prepared.append(_with_id(j))
-        with self._sender.producer_or_acquire() as producer, producer.batch(max_size=batch_size):
-            return [self.send(j, priority, producer=producer) for j in prepared]
+            assert job.job_id is not None
+            envelopes.append(wire.envelope(job.job_id, message, self.settings.queue, pri))
+        sent: list[str] = []
+        for start in range(0, len(envelopes), batch_size):
+            batch = envelopes[start : start + batch_size]
+            outcome, cause = self._push(batch)
+            if outcome == "sent":
+                sent += [e.job_id for e in batch]
+                continue
+            rest = [e.job_id for e in envelopes[start + batch_size :]]
+            this = [e.job_id for e in batch]
+            assert cause is not None
+            if outcome == "unknown":
+                raise PartialSubmit(sent, rest, this, cause)
+            raise PartialSubmit(sent, this + rest, [], cause)
+        return [JobHandle(self, job_id) for job_id in sent]
+
+    def _push(self, batch: list[wire.Envelope]) -> tuple[str, BaseException | None]:
+        """Push one batch, retrying across a broker outage; ``("sent" | "not sent" | "unknown", error)``.
+
+        A batch whose transaction may have reached Redis (the connection broke after it was sent)
+        is looked up by its marker before it is sent again, so it is never queued twice.
+        """
+        batch_id = uuid.uuid4().hex
+        maybe_sent = False
+
+        def attempt() -> None:
+            nonlocal maybe_sent
+            if maybe_sent and wire.went_through(self.redis, batch_id):
+                return  # the reply was lost, the transaction was not
+            try:
+                wire.push(self.redis, batch, self.settings.jobs_index_max, self.settings.result_expires_s, batch_id)
+            except broker.errors() as e:
+                # A failure to connect sent nothing; any other may have come after EXEC.
+                maybe_sent = maybe_sent or "connecting to" not in str(e)
+                raise
+
+        try:
+            patiently(
+                attempt,
+                retry_on=broker.errors(),
+                budget_s=self.publish_retry_s,
+                cap_s=3.0,
+                what=f"queueing {len(batch)} jobs",
+            )
+        except broker.errors() as e:
+            return ("unknown" if maybe_sent else "not sent"), e
+        return "sent", None
 
 
 def _with_id(job: Job) -> Job:
@@ -265,21 +356,12 @@ def _check_priority(priority: int | None) -> None:
         raise InvalidJob("priority", f"{priority!r} is not an integer in [0, 9]")
 
 
-def _progress(meta: Mapping[str, Any]) -> JobProgress:
-    return JobProgress(
-        int(meta.get("iteration", 0)),
-        int(meta.get("total", 0)),
-        float(meta.get("loss", 0.0)),
-        float(meta.get("elapsed_s", 0.0)),
-    )
-
-
 def _failure(job_id: str, state: str, value: Any) -> JobFailed:
-    if state == "REVOKED":
+    if state == REVOKED:
         return JobFailed(job_id, "JobCancelled", str(value) or "cancelled")
     if isinstance(value, BaseException):
         return JobFailed(job_id, type(value).__name__, str(value))
     return JobFailed(job_id, state, str(value))
 
 
-__all__ = ["Client", "JobHandle", "JobProgress"]
+__all__ = ["FINAL_STATES", "Client", "JobHandle", "JobProgress", "JobResult"]

@@ -1,7 +1,8 @@
-"""``stylequeue submit | status | wait | cancel``: the client from the command line.
+"""``stylequeue submit | status | wait | cancel | jobs | queue | dead``: the client from the command line.
 
 Configuration comes from the environment (:mod:`producer.settings`). Results and statuses are
-printed as JSON on stdout; progress bars and errors go to stderr.
+printed as JSON on stdout; progress bars and errors go to stderr. Exit codes: 0 success, 1 the
+job failed or an error, 2 usage, 3 timeout, 4 no such job.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("cancel", help="cancel a job (queued: skipped; running: stops at the next iteration)")
     p.add_argument("job_id")
     p.set_defaults(run=run_cancel)
+
+    p = sub.add_parser("jobs", help="list recent jobs and their states as JSON, newest first")
+    p.add_argument("--state", help="only jobs in this state (PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, REVOKED)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.set_defaults(run=run_jobs)
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -155,7 +161,7 @@ def _wait(job: Any, timeout: float | None) -> int:
         result = job.wait(timeout=timeout, on_progress=bar)
     finally:
         bar.close()
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result.to_dict(), indent=2))
     return 0
 
 
@@ -170,8 +176,8 @@ def run_status(args: argparse.Namespace) -> int:
     state = job.status()
     out: dict[str, Any] = {"job_id": job.id, "state": state}
     progress = job.progress()
-    out["progress"] = None if progress is None else progress.__dict__
-    out["result"] = job.result(timeout=1) if state == "SUCCESS" else None
+    out["progress"] = None if progress is None else progress.to_dict()
+    out["result"] = job.result(timeout=1).to_dict() if state == "SUCCESS" else None
     err = job.error()
     out["error"] = None if err is None else {"type": err.error_type, "message": err.error_message}
     print(json.dumps(out, indent=2))
@@ -185,15 +191,20 @@ def run_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_jobs(args: argparse.Namespace) -> int:
+    """Run ``stylequeue jobs``."""
+    print(json.dumps([j.to_dict() for j in _client().jobs(state=args.state, limit=args.limit)], indent=2))
+    return 0
+
+
 def run_queue(args: argparse.Namespace) -> int:
     """Run ``stylequeue queue``."""
-    import redis
-
+    from producer import broker
     from producer.queues import depth
     from producer.settings import Settings
 
     settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+    client = broker.connect(settings.broker_url, 5.0)
     if args.serve is not None:
         from producer.exporter import serve
 

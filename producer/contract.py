@@ -15,9 +15,10 @@ Any Celery client in any language can enqueue a job: send task ``stylequeue.tran
     }
 
 ``style`` may also be one URI or a list of URIs (equal weights). ``output`` ending in ``/`` is a
-prefix: the result goes to ``<prefix><job_id>.<format>``, so a redelivered job overwrites its own
-result rather than adding another. Unknown fields, wrong types and out-of-range values are
-rejected with an :class:`~producer.errors.InvalidJob` naming the field.
+prefix: the result goes to ``<prefix><job_id>.<format>``, so a job has exactly one output however
+many times it is delivered. The job id and the Celery task id are one id (:meth:`Job.resolve_id`).
+Unknown fields, wrong types and out-of-range values are rejected with an
+:class:`~producer.errors.InvalidJob` naming the field.
 """
 
 from __future__ import annotations
@@ -27,25 +28,35 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from producer import formats
 from producer.errors import InvalidJob
 from producer.params import Params
 
 TASK_NAME = "stylequeue.transfer"
 QUEUE = "stylequeue"
-#: Redis keys of a job's state, in the result backend (see worker.guard). Presence of the cancel
-#: key cancels a job; workers check it every iteration.
-CANCEL_KEY = "stylequeue:cancel:{}"
-LEASE_KEY = "stylequeue:lease:{}"
-DONE_KEY = "stylequeue:done:{}"
-RUNS_KEY = "stylequeue:runs:{}"
 #: The contract version this code speaks. Bump it on an incompatible change of the shape.
 VERSION = 1
 
-FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _FIELDS = {"version", "job_id", "content", "style", "output", "format", "params", "submitted_at"}
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MAX_STYLES = 8
+
+
+def check_job_id(job_id: Any, field: str = "job_id") -> str:
+    """Return ``job_id`` if it is a valid job id.
+
+    A job id is 1-128 of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit, so it is safe in
+    Redis keys and object keys; a trailing newline or a ``/`` is refused.
+
+    Raises:
+        InvalidJob: naming ``field``.
+    """
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise InvalidJob(
+            field, f"{job_id!r} is not 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit"[:300]
+        )
+    return job_id
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ class ObjectRef:
         if not uri.startswith("s3://"):
             raise InvalidJob(field, f"{uri[:100]!r} is not an s3://bucket/key URI")
         bucket, _, key = uri[5:].partition("/")
-        if not _BUCKET.match(bucket) or ".." in bucket:
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
             raise InvalidJob(field, f"{bucket!r} is not a valid bucket name")
         check_key(key, field, prefix_ok)
         return cls(bucket, key)
@@ -152,15 +163,16 @@ class Job:
             if required not in message:
                 raise InvalidJob(required, "is required")
         job_id = message.get("job_id")
-        if job_id is not None and (not isinstance(job_id, str) or not _JOB_ID.match(job_id)):
-            raise InvalidJob("job_id", "must be 1-128 characters of letters, digits, '.', '_' or '-'")
+        if job_id is not None:
+            check_job_id(job_id)
         styles, weights = _parse_styles(message["style"])
         output = ObjectRef.parse(message["output"], "output", prefix_ok=True)
         submitted_at = message.get("submitted_at")
         if submitted_at is not None and (isinstance(submitted_at, bool) or not isinstance(submitted_at, (int, float))):
             raise InvalidJob("submitted_at", f"must be Unix epoch seconds (a number), got {submitted_at!r}")
         fmt = message.get("format")
-        if fmt is not None and (not isinstance(fmt, str) or fmt.lower() not in FORMATS):
+        named = formats.named(fmt) if isinstance(fmt, str) else None
+        if fmt is not None and named is None:
             raise InvalidJob("format", f"{fmt!r} is not png, jpeg or webp")
         job = cls(
             content=ObjectRef.parse(message["content"], "content"),
@@ -169,7 +181,7 @@ class Job:
             params=Params.from_dict(message.get("params")),
             style_weights=weights,
             job_id=job_id,
-            format=FORMATS[fmt.lower()] if fmt else None,
+            format=named.name if named else None,
             submitted_at=float(submitted_at) if submitted_at is not None else None,
         )
         job.output_format()  # a suffix that contradicts "format" is an error now, not at upload
@@ -197,33 +209,64 @@ class Job:
         return message
 
     def output_format(self) -> str:
-        """The output format: ``format``, else the output key's suffix, else ``png``.
+        """The output format: ``format``, else the output key's suffix, else ``png`` (for a prefix).
 
         Raises:
-            InvalidJob: the suffix is not an image format and no ``format`` is given, or the two
-                contradict each other.
+            InvalidJob: an output key without an image suffix (``.png``, ``.jpg``/``.jpeg``,
+                ``.webp``), or one that contradicts ``format``.
         """
-        name = "" if self.output.is_prefix else self.output.key.rsplit("/", 1)[-1]
-        suffix = name.rpartition(".")[2].lower() if "." in name else ""
-        from_suffix = FORMATS.get(suffix)
-        if suffix and from_suffix is None and self.format is None:
-            raise InvalidJob("output", f"key suffix {suffix!r} is not png, jpg, jpeg or webp; set 'format'")
-        if self.format and from_suffix and self.format != from_suffix:
-            raise InvalidJob("format", f"{self.format!r} contradicts the output key's suffix {suffix!r}")
-        return self.format or from_suffix or "png"
+        if self.output.is_prefix:
+            return self.format or "png"
+        by_suffix = formats.of_path(self.output.key)
+        if by_suffix is None:
+            suffix = formats.suffix_of(self.output.key)
+            what = f"suffix {suffix!r}" if suffix else "no suffix"
+            raise InvalidJob(
+                "output",
+                f"key {self.output.key[:100]!r} has {what}: an output key must end in .png, .jpg, .jpeg or .webp",
+            )
+        if self.format and self.format != by_suffix.name:
+            raise InvalidJob(
+                "format", f"{self.format!r} contradicts the output key's suffix {formats.suffix_of(self.output.key)!r}"
+            )
+        return by_suffix.name
+
+    def resolve_id(self, task_id: str) -> str:
+        """The job's one id, given the Celery task id it arrived with.
+
+        The message's ``job_id`` and the task id are one id: a message without ``job_id`` takes the
+        task id; a message whose ``job_id`` differs from its task id is refused (its state would be
+        filed under one id and its lease, output and checkpoint under the other).
+
+        Raises:
+            InvalidJob: the ids differ, or the task id is not a valid job id.
+        """
+        check_job_id(task_id, "task id")
+        if self.job_id is not None and self.job_id != task_id:
+            raise InvalidJob(
+                "job_id", f"{self.job_id!r} differs from the task id {task_id!r}: send the job id as the task id"
+            )
+        return task_id
 
     def output_ref(self, job_id: str) -> ObjectRef:
         """The exact output object: the output key, or ``<prefix><job_id>.<ext>`` for a prefix."""
         if not self.output.is_prefix:
             return self.output
-        ext = {"jpeg": "jpg"}.get(self.output_format(), self.output_format())
+        ext = formats.FORMATS[self.output_format()].extension
         return ObjectRef(self.output.bucket, f"{self.output.key}{job_id}.{ext}")
 
-    def check_limits(self, max_size_px: int, max_iterations: int) -> None:
-        """Apply the deployment's per-job limits.
+    def check_limits(self, max_size_px: int, max_iterations: int, max_pixels: int | None = None) -> None:
+        """Apply the deployment's per-job limits (before any download or computation).
+
+        Args:
+            max_size_px: Longest output side allowed.
+            max_iterations: Most iterations allowed.
+            max_pixels: Most pixels of any image processed: the output and each style image at
+                its processed size (output area × ``style_scale``²), counted for the worst case
+                (a square output) since the content's aspect ratio is not known yet.
 
         Raises:
-            InvalidJob: naming ``params.size`` or ``params.iterations``.
+            InvalidJob: naming ``params.size``, ``params.iterations`` or ``params.style_scale``.
         """
         size = self.params.size
         longest = size if isinstance(size, int) else max(size)
@@ -233,6 +276,34 @@ class Job:
             raise InvalidJob(
                 "params.iterations", f"{self.params.iterations} is over this deployment's limit of {max_iterations}"
             )
+        if max_pixels is None:
+            return
+        if self.output_pixels > max_pixels:
+            raise InvalidJob("params.size", f"{self.output_pixels} output pixels is over the limit of {max_pixels}")
+        style_pixels = int(self.output_pixels * self.params.style_scale**2)
+        if style_pixels > max_pixels:
+            raise InvalidJob(
+                "params.style_scale",
+                f"style images of {self.params.style_scale}x the output's size ({style_pixels} pixels) are over "
+                f"the limit of {max_pixels} pixels (STYLEQUEUE_MAX_PIXELS)",
+            )
+
+    @property
+    def output_pixels(self) -> int:
+        """Pixels of the output at most: ``size``² for a longest side, ``height × width`` for a pair."""
+        size = self.params.size
+        return size * size if isinstance(size, int) else size[0] * size[1]
+
+
+def check_message_size(message: Any, max_bytes: int) -> None:
+    """Refuse a job message whose JSON is larger than ``max_bytes``.
+
+    Raises:
+        InvalidJob: naming ``message``.
+    """
+    size = len(json.dumps(message, separators=(",", ":"), default=str).encode())
+    if size > max_bytes:
+        raise InvalidJob("message", f"{size} bytes is over the limit of {max_bytes} (STYLEQUEUE_MAX_MESSAGE_BYTES)")
 
 
 def _parse_styles(value: Any) -> tuple[tuple[ObjectRef, ...], tuple[float, ...] | None]:

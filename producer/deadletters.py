@@ -1,9 +1,15 @@
 """Dead letters: jobs that failed for good, kept in Redis with what is needed to look and resend.
 
-A job lands here when it fails permanently (bad input, invalid job, missing object, ...), when its
-transient retries run out, or when it killed its worker too many times. Each entry holds the
-job's message (payload), the error class and message, the attempts made and when. ``stylequeue
-dead list`` shows them; ``stylequeue dead requeue ID`` sends one back with the same job id.
+A job lands here when it fails permanently (bad input, invalid job, missing object, ...), when a
+transient failure outlasts ``STYLEQUEUE_RETRY_FOR_S``, or when it killed its worker too many
+times. Each entry holds the job's message (payload), the error class and message, the attempts
+made and when. ``stylequeue dead list`` shows them; ``stylequeue dead requeue ID`` sends one
+back with the same job id.
+
+Bounded: at most ``STYLEQUEUE_DEAD_LETTERS_MAX`` entries (the oldest are dropped first, and the
+number dropped is returned so the worker can count it) and none older than
+``STYLEQUEUE_DEAD_LETTER_TTL_S``; both keys expire when no job has failed for that long. An entry
+is about 1 KB plus its payload (a payload over ``STYLEQUEUE_MAX_MESSAGE_BYTES`` is not stored).
 """
 
 from __future__ import annotations
@@ -12,43 +18,73 @@ import json
 import time
 from typing import Any
 
-KEY = "stylequeue:dead"
-INDEX = "stylequeue:dead:index"
+from producer.keys import DEAD, DEAD_INDEX
+
+# Add the entry, then drop entries older than the TTL and the oldest beyond the cap; return how
+# many were dropped. KEYS: hash, index. ARGV: job id, entry, now, ttl, max.
+_RECORD = """
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+redis.call('zadd', KEYS[2], ARGV[3], ARGV[1])
+local expired = redis.call('zrangebyscore', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+local over = redis.call('zcard', KEYS[2]) - #expired - tonumber(ARGV[5])
+local dropped = expired
+if over > 0 then
+  local oldest = redis.call('zrange', KEYS[2], #expired, #expired + over - 1)
+  for _, id in ipairs(oldest) do table.insert(dropped, id) end
+end
+for _, id in ipairs(dropped) do
+  redis.call('hdel', KEYS[1], id)
+  redis.call('zrem', KEYS[2], id)
+end
+redis.call('expire', KEYS[1], ARGV[4])
+redis.call('expire', KEYS[2], ARGV[4])
+return #dropped
+"""
 
 
-def record(redis: Any, job_id: str, payload: Any, error_type: str, message: str, attempts: int) -> None:
-    """Store (or replace) the dead letter of ``job_id``."""
+def record(
+    redis: Any,
+    job_id: str,
+    payload: Any,
+    error_type: str,
+    message: str,
+    attempts: int,
+    *,
+    max_entries: int = 10_000,
+    ttl_s: int = 30 * 24 * 3600,
+) -> int:
+    """Store (or replace) the dead letter of ``job_id``; return how many old entries were dropped."""
+    now = round(time.time(), 3)
     entry = {
         "job_id": job_id,
         "payload": payload,
         "error_type": error_type,
-        "message": message,
+        "message": message[:2000],
         "attempts": attempts,
-        "failed_at": round(time.time(), 3),
+        "failed_at": now,
     }
-    pipe = redis.pipeline()
-    pipe.hset(KEY, job_id, json.dumps(entry))
-    pipe.zadd(INDEX, {job_id: entry["failed_at"]})
-    pipe.execute()
+    return int(
+        redis.eval(_RECORD, 2, DEAD, DEAD_INDEX, job_id, json.dumps(entry, default=str), now, ttl_s, max_entries)
+    )
 
 
 def entries(redis: Any, limit: int = 100) -> list[dict[str, Any]]:
     """The newest ``limit`` dead letters, newest first."""
-    ids = redis.zrevrange(INDEX, 0, limit - 1)
+    ids = redis.zrevrange(DEAD_INDEX, 0, limit - 1)
     if not ids:
         return []
-    return [json.loads(raw) for raw in redis.hmget(KEY, ids) if raw is not None]
+    return [json.loads(raw) for raw in redis.hmget(DEAD, ids) if raw is not None]
 
 
 def get(redis: Any, job_id: str) -> dict[str, Any] | None:
     """One dead letter, or ``None``."""
-    raw = redis.hget(KEY, job_id)
+    raw = redis.hget(DEAD, job_id)
     return json.loads(raw) if raw is not None else None
 
 
 def remove(redis: Any, job_id: str) -> None:
     """Delete one dead letter."""
     pipe = redis.pipeline()
-    pipe.hdel(KEY, job_id)
-    pipe.zrem(INDEX, job_id)
+    pipe.hdel(DEAD, job_id)
+    pipe.zrem(DEAD_INDEX, job_id)
     pipe.execute()

@@ -9,12 +9,17 @@ Every error the system raises on purpose derives from :class:`StylequeueError` a
     │   ├── ImageError          the bytes are not a usable image (empty, corrupt, too large, ...)
     │   ├── WeightsError        the VGG19 weights are missing, unreadable or fail their sha256
     │   ├── ObjectNotFound      the object (or its bucket) does not exist in the store
-    │   ├── BucketNotAllowed    the bucket is outside the allowlist, or access is denied
+    │   ├── BucketNotAllowed    outside the input/output allowlists, or access is denied
     │   ├── JobCancelled        the job was cancelled by a client
     │   └── TooManyCrashes      the job killed its worker too many times (OOM loop): not requeued
-    ├── TransientError          may succeed later: retried with backoff and jitter
-    │   └── StoreUnavailable    the object store timed out, throttled, or answered 5xx
-    └── JobFailed               (client side) a job ended FAILED; carries the worker's error
+    ├── TransientError          may succeed later: retried in place, with backoff and jitter, for a
+    │   │                       time budget (STYLEQUEUE_RETRY_FOR_S) before it fails the job
+    │   ├── StoreUnavailable    the object store timed out, throttled, or answered 5xx
+    │   └── BrokerUnavailable   (client side) Redis could not be reached to send or look up jobs
+    ├── WriteConflict           the store refused a conditional write: the object changed meanwhile
+    ├── JobFailed               (client side) a job ended FAILED or REVOKED; carries the worker's error
+    ├── JobNotFound             (client side) no job has this id (never sent, or expired)
+    └── PartialSubmit           (client side) submit_many stopped part way: says which jobs were sent
 
 The light client (``producer``) and the engine (``worker``) share this module so that a failure
 carries the same class name from the worker's result back to the caller.
@@ -88,6 +93,14 @@ class StoreUnavailable(TransientError):
     """The object store could not be reached, timed out, throttled us or answered 5xx."""
 
 
+class BrokerUnavailable(TransientError):
+    """Client side: Redis could not be reached (after retrying) to send or look up jobs."""
+
+
+class WriteConflict(StylequeueError):
+    """The store refused a conditional write (HTTP 412): the object changed since it was read."""
+
+
 class JobFailed(StylequeueError):
     """Client side: a job ended in the FAILURE state.
 
@@ -105,3 +118,40 @@ class JobFailed(StylequeueError):
 
     def __str__(self) -> str:
         return f"job {self.job_id} failed: {self.error_type}: {self.error_message}"
+
+
+class JobNotFound(StylequeueError):
+    """Client side: no job with this id is known (never sent, or its records expired).
+
+    Attributes:
+        job_id: The id looked up.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(job_id)
+
+    def __str__(self) -> str:
+        return f"no job {self.job_id!r}: never submitted, or its records expired"
+
+
+class PartialSubmit(StylequeueError):
+    """Client side: ``submit_many`` stopped part way because the broker failed.
+
+    Attributes:
+        sent: Ids of the jobs that are queued.
+        not_sent: Ids of the jobs that are not (submit them again).
+        unknown: Ids whose batch's outcome could not be checked (the broker stayed down); look
+            them up with ``client.job(id).status()`` once it is back.
+        cause: The broker error.
+    """
+
+    def __init__(self, sent: list[str], not_sent: list[str], unknown: list[str], cause: BaseException) -> None:
+        self.sent, self.not_sent, self.unknown, self.cause = sent, not_sent, unknown, cause
+        super().__init__(len(sent), len(not_sent), len(unknown))
+
+    def __str__(self) -> str:
+        return (
+            f"submit_many stopped: {len(self.sent)} jobs sent, {len(self.not_sent)} not sent, "
+            f"{len(self.unknown)} unknown ({type(self.cause).__name__}: {self.cause})"
+        )

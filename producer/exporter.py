@@ -1,8 +1,9 @@
 """A tiny Prometheus exporter of the queue depth, for autoscalers (``stylequeue queue --serve PORT``).
 
-Workers export the same gauges, but an autoscaler that may scale workers to zero needs a source
-that stays up without them. This one needs only the light client (no prometheus_client): it
-writes the text exposition format itself, reading Redis at each scrape.
+Workers export the same gauges (one definition: :func:`producer.queues.gauges`), but an
+autoscaler that may scale workers to zero needs a source that stays up without them. This one
+needs only the light client (no prometheus_client): it renders the text exposition format itself,
+reading Redis at each scrape.
 """
 
 from __future__ import annotations
@@ -11,25 +12,21 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from producer.queues import depth
+from producer.queues import depth, gauges
 
 log = logging.getLogger(__name__)
 
 
 def render(redis_client: Any, queue: str) -> str:
-    """The metrics page: ``celery_queue_length``, ``stylequeue_queue_ready``, ``stylequeue_queue_unacked``."""
-    d = depth(redis_client, queue)
-    lines = [
-        "# HELP celery_queue_length Jobs in the queue: all priorities plus unacked",
-        "# TYPE celery_queue_length gauge",
-        f'celery_queue_length{{queue_name="{queue}"}} {d.total}',
-        "# HELP stylequeue_queue_ready Waiting jobs",
-        "# TYPE stylequeue_queue_ready gauge",
-        *(f'stylequeue_queue_ready{{queue="{queue}",priority="{p}"}} {n}' for p, n in d.ready.items()),
-        "# HELP stylequeue_queue_unacked Jobs taken, not yet acknowledged",
-        "# TYPE stylequeue_queue_unacked gauge",
-        f'stylequeue_queue_unacked{{queue="{queue}"}} {d.unacked}',
-    ]
+    """The metrics page: the queue-depth gauges of :func:`producer.queues.gauges` in the text format."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for g in gauges(depth(redis_client, queue)):
+        if g.name not in seen:
+            seen.add(g.name)
+            lines += [f"# HELP {g.name} {g.help}", f"# TYPE {g.name} gauge"]
+        labels = ",".join(f'{k}="{v}"' for k, v in g.labels.items())
+        lines.append(f"{g.name}{{{labels}}} {g.value:g}")
     return "\n".join(lines) + "\n"
 
 

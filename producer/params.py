@@ -138,6 +138,8 @@ class Params:
             layers = getattr(self, name)
             if not layers:
                 raise InvalidJob(f"params.{name}", "must name at least one layer")
+            if len(set(layers)) != len(layers):
+                raise InvalidJob(f"params.{name}", "names a layer more than once")
             for layer in layers:
                 if layer not in VGG19_CONV_LAYERS:
                     raise InvalidJob(f"params.{name}", f"{layer!r} is not a VGG19 conv layer")

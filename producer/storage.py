@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,14 @@ from producer.errors import (
     StoreUnavailable,
     StylequeueError,
     WeightsError,
+    WriteConflict,
 )
 from producer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
+_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict", "412"}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _TRANSIENT = {
     "SlowDown",
@@ -80,23 +83,39 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object read from the store, with what conditional writes and adoption need.
+
+    Attributes:
+        data: Its bytes (empty for :meth:`Store.stat`).
+        etag: Its ETag, for ``If-Match``.
+        metadata: Its user metadata (``x-amz-meta-*``, keys lower case).
+        size: Its size in bytes.
+        content_type: Its ``Content-Type``.
+    """
+
+    data: bytes
+    etag: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    size: int = 0
+    content_type: str = ""
+
+
 class Store:
-    """Reads and writes objects, enforcing the bucket allowlist.
+    """Reads and writes objects, translating every store error into the error tree.
+
+    Which objects jobs may touch is decided before any I/O (:mod:`producer.access`), not here: the
+    worker also reads the model's weights, which jobs may not name.
 
     Args:
-        settings: Endpoint, region and allowlist.
+        settings: Endpoint, region, and whether the store takes conditional writes.
         client: A boto3 S3 client (built from ``settings`` when ``None``).
     """
 
     def __init__(self, settings: Settings, client: Any = None) -> None:
         self.settings = settings
         self.client = client if client is not None else make_client(settings)
-
-    def check_allowed(self, ref: ObjectRef, field: str = "") -> None:
-        """Raise :class:`BucketNotAllowed` unless the allowlist admits ``ref``'s bucket."""
-        if not self.settings.bucket_allowed(ref.bucket):
-            where = f"{field}: " if field else ""
-            raise BucketNotAllowed(f"{where}bucket {ref.bucket!r} is not in STYLEQUEUE_ALLOWED_BUCKETS")
 
     def get(self, ref: ObjectRef, max_bytes: int | None = None) -> bytes:
         """Download one object into memory.
@@ -105,7 +124,10 @@ class Store:
             ObjectNotFound, BucketNotAllowed, StoreUnavailable, PermanentError; ImageError when
             the object is larger than ``max_bytes``.
         """
-        self.check_allowed(ref)
+        return self.read(ref, max_bytes).data
+
+    def read(self, ref: ObjectRef, max_bytes: int | None = None) -> StoredObject:
+        """Download one object with its ETag and metadata; errors as :meth:`get`."""
         with _translated(ref, "get"):
             obj = self.client.get_object(Bucket=ref.bucket, Key=ref.key)
             size = int(obj.get("ContentLength") or 0)
@@ -113,32 +135,78 @@ class Store:
                 obj["Body"].close()
                 raise ImageError(f"{ref.uri}: {size} bytes is over the limit of {max_bytes}")
             data: bytes = obj["Body"].read()
-            return data
-
-    def put(self, ref: ObjectRef, data: bytes, content_type: str, metadata: Mapping[str, str] | None = None) -> None:
-        """Upload one object (overwriting any object at the same key)."""
-        self.check_allowed(ref)
-        with _translated(ref, "put"):
-            self.client.put_object(
-                Bucket=ref.bucket, Key=ref.key, Body=data, ContentType=content_type, Metadata=dict(metadata or {})
+            return StoredObject(
+                data, obj.get("ETag", ""), dict(obj.get("Metadata") or {}), size, obj.get("ContentType", "")
             )
+
+    def stat(self, ref: ObjectRef) -> StoredObject | None:
+        """The object's ETag, metadata and size without its bytes, or ``None`` when it does not exist."""
+        try:
+            head = self.head(ref)
+        except ObjectNotFound:
+            return None
+        return StoredObject(
+            b"",
+            head.get("ETag", ""),
+            dict(head.get("Metadata") or {}),
+            int(head.get("ContentLength") or 0),
+            head.get("ContentType", ""),
+        )
+
+    def put(
+        self,
+        ref: ObjectRef,
+        data: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> str:
+        """Upload one object; return its ETag.
+
+        Args:
+            ref: Where.
+            data: The bytes.
+            content_type: Its ``Content-Type``.
+            metadata: User metadata (``x-amz-meta-*``).
+            if_none_match: Only create it: fail if an object exists at the key.
+            if_match: Only replace the object whose ETag this is.
+
+        Raises:
+            WriteConflict: the condition did not hold (someone else wrote the key). Conditions
+                are sent only with ``STYLEQUEUE_S3_CONDITIONAL_WRITES`` on (the default).
+        """
+        extra: dict[str, str] = {}
+        if self.settings.s3_conditional_writes:
+            if if_none_match:
+                extra["IfNoneMatch"] = "*"
+            elif if_match is not None:
+                extra["IfMatch"] = if_match
+        with _translated(ref, "put"):
+            response = self.client.put_object(
+                Bucket=ref.bucket,
+                Key=ref.key,
+                Body=data,
+                ContentType=content_type,
+                Metadata=dict(metadata or {}),
+                **extra,
+            )
+            return str(response.get("ETag", ""))
 
     def head(self, ref: ObjectRef) -> dict[str, Any]:
         """Return the object's metadata (``ContentType``, ``ContentLength``, ``Metadata``, ...)."""
-        self.check_allowed(ref)
         with _translated(ref, "head"):
             head: dict[str, Any] = self.client.head_object(Bucket=ref.bucket, Key=ref.key)
             return head
 
     def delete(self, ref: ObjectRef) -> None:
         """Delete one object; deleting a missing object is not an error."""
-        self.check_allowed(ref)
         with _translated(ref, "delete"):
             self.client.delete_object(Bucket=ref.bucket, Key=ref.key)
 
     def upload_file(self, path: str | os.PathLike[str], ref: ObjectRef, content_type: str | None = None) -> None:
         """Upload a local file (multipart for large files)."""
-        self.check_allowed(ref)
         extra = {"ContentType": content_type} if content_type else None
         with _translated(ref, "upload"):
             self.client.upload_file(str(path), ref.bucket, ref.key, ExtraArgs=extra)
@@ -157,7 +225,6 @@ class Store:
         if target.is_file() and (sha256 is None or sha256_file(target) == sha256.lower()):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.check_allowed(ref)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
         os.close(fd)
         try:
@@ -187,6 +254,10 @@ def _translated(ref: ObjectRef, action: str) -> Iterator[None]:
         code = str(error.get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         message = f"{ref.uri}: {action} failed: {code or status} {error.get('Message', '')}".strip()
+        if code in _CONFLICT or status == 412:
+            raise WriteConflict(
+                f"{ref.uri}: {action} refused: the object changed meanwhile ({code or status})"
+            ) from None
         if code in _NOT_FOUND or status == 404:
             what = "no such bucket" if code == "NoSuchBucket" else "no such object"
             raise ObjectNotFound(f"{ref.uri}: {what}") from None

@@ -1,21 +1,15 @@
 """The real ``stylequeue`` command, run as a subprocess like a user would."""
 
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import png_bytes, random_rgb
+from helpers import cli, png_bytes, random_rgb
 
 from worker import images
 
-CLI = [sys.executable, "-m", "producer.cli"]
-
-
-def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=240, env={**os.environ, **(env or {})})
+run = cli
 
 
 @pytest.fixture
@@ -50,6 +44,8 @@ def test_stylize_writes_the_image(tmp_path: Path, pair: tuple[str, str], weights
     assert proc.returncode == 0, proc.stderr
     assert "final loss" in proc.stdout and "s/iteration" in proc.stdout
     assert "3/3" in proc.stderr  # progress bar
+    # Nothing but the progress bar on the terminal: TensorFlow's start-up lines are kept off it.
+    assert all(re.match(r"\[[#.]+\] \d+/\d+ ", line) for line in proc.stderr.splitlines() if line.strip()), proc.stderr
     arr = images.load(out.read_bytes())
     assert arr.shape == (36, 48, 3)
 

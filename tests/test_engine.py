@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import random_rgb
+from helpers import random_rgb
 
 from producer.errors import ImageError, InvalidJob, WeightsError
 from producer.params import Params
@@ -157,7 +157,7 @@ def test_invariant_normalization_does_not_scale_with_size(engine: Engine) -> Non
     for norm in ("seed", "invariant"):
         parts = []
         for c, s, x in ((content, style, gen), (tile(content), tile(style), tile(gen))):
-            p = engine.prepare(c, [s], Params(size=c.shape[0], normalization=norm, **layers))  # type: ignore[arg-type]
+            p = engine.prepare(c, [s], Params(size=c.shape[0], normalization=norm, **layers))
             parts.append(p.loss_and_grad(preprocess(x))[1])
         ratios[norm] = parts[1] / parts[0]
     assert 3.0 < ratios["seed"][0] < 5.0  # the content sum grows with the pixel count
@@ -169,7 +169,7 @@ def test_too_small_for_the_layers(engine: Engine, style: np.ndarray) -> None:
         engine.transfer(random_rgb(32, 32), [style], Params(size=32, style_scale=0.25))
 
 
-def test_weights_errors(tmp_path, weights_file: str) -> None:  # type: ignore[no-untyped-def]
+def test_weights_errors(tmp_path, weights_file: str) -> None:
     with pytest.raises(WeightsError, match="does not exist"):
         vgg.feature_model(str(tmp_path / "nope.weights.h5"), ["block1_conv1"])
     with pytest.raises(WeightsError, match="expected 00"):
@@ -179,7 +179,7 @@ def test_weights_errors(tmp_path, weights_file: str) -> None:  # type: ignore[no
 
 
 def test_imagenet_without_network_says_how_to_give_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_network(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def no_network(*args, **kwargs):
         raise OSError("URL fetch failure: network is unreachable")
 
     monkeypatch.setattr("keras.src.utils.file_utils.get_file", no_network)

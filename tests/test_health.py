@@ -1,11 +1,12 @@
 import json
 import subprocess
 import time
+from pathlib import Path
 
-from worker.health import ChildState, check
+from worker.middleware.health import ChildState, check
 
 
-def test_idle_and_running_children_are_healthy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_idle_and_running_children_are_healthy(tmp_path: Path) -> None:
     state = ChildState(tmp_path)
     state.idle()
     assert check(tmp_path, max_job_s=60).ok
@@ -14,13 +15,13 @@ def test_idle_and_running_children_are_healthy(tmp_path) -> None:  # type: ignor
     assert v.ok and "job job-1" in v.lines[0]
 
 
-def test_a_job_past_the_hard_limit_is_stuck(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_past_the_hard_limit_is_stuck(tmp_path: Path) -> None:
     ChildState(tmp_path).started("job-2")
     v = check(tmp_path, max_job_s=60, now=time.time() + 61)
     assert not v.ok and "stuck: job job-2" in v.lines[0]
 
 
-def test_a_job_without_progress_is_stalled(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_without_progress_is_stalled(tmp_path: Path) -> None:
     state = ChildState(tmp_path, min_interval_s=0)
     state.started("job-3")
     state.progressed()
@@ -28,7 +29,7 @@ def test_a_job_without_progress_is_stalled(tmp_path) -> None:  # type: ignore[no
     assert check(tmp_path, max_job_s=3600, stall_s=10, now=time.time() + 5).ok
 
 
-def test_files_of_dead_children_are_ignored_and_removed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_files_of_dead_children_are_ignored_and_removed(tmp_path: Path) -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()  # a pid that no longer exists
     stale = tmp_path / f"child-{proc.pid}.json"

@@ -4,7 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import png_bytes, random_rgb
+from helpers import png_bytes, random_rgb
 from PIL import Image
 
 from producer.errors import ImageError

@@ -8,7 +8,9 @@ def test_importing_producer_does_not_import_tensorflow() -> None:
     code = (
         "import sys, producer, producer.cli, producer.params, producer.settings, producer.errors\n"
         "import producer.client, producer.commands, producer.contract, producer.storage, producer.app\n"
-        "import producer.queues, producer.exporter, producer.services\n"
+        "import producer.queues, producer.exporter, producer.devstack, producer.wire, producer.registry\n"
+        "import producer.keys, producer.states, producer.formats, producer.access, producer.retrying\n"
+        "import producer.broker, producer.deadletters\n"
         "producer.client.Client(producer.settings.Settings())\n"
         "producer.cli.build_parser().parse_args(['submit', 's3://a/b.png', 's3://a/c.png'])\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'scipy', 'numpy', 'PIL') if m in sys.modules]\n"

@@ -7,38 +7,17 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import urllib.request
 
 import pytest
-from conftest import wait_for
+from helpers import CLI, own_workers, sample, scrape, wait_for
 
 from producer.errors import JobFailed
 from producer.queues import depth
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "producer.cli"]
 
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return r.read().decode()
-
-
-def sample(text: str, metric: str, **labels: str) -> float:
-    """The value of a series (the largest, when several processes report it)."""
-    values = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(metric) and all(f'{k}="{v}"' in line for k, v in labels.items())
-    ]
-    if values:
-        return max(values)
-    raise AssertionError(f"{metric} {labels} not in metrics:\n{text[:3000]}")
-
-
-def test_metrics_after_jobs(client, worker, inputs, stack_env) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_after_jobs(client, worker, inputs, stack_env) -> None:
     port = int(stack_env["STYLEQUEUE_METRICS_PORT"])
     before = scrape(port)
     ok = client.submit(
@@ -49,7 +28,7 @@ def test_metrics_after_jobs(client, worker, inputs, stack_env) -> None:  # type:
     with pytest.raises(JobFailed) as err:
         bad.wait(timeout=60)
     assert err.value.error_type == "ImageError", err.value
-    task = {"name": "stylequeue.transfer"}
+    task = {"name": "stylequeue.transfer", "hostname": socket.gethostname(), "queue_name": "stylequeue"}
 
     def delta(metric: str, text: str, **labels: str) -> float:
         try:
@@ -70,15 +49,15 @@ def test_metrics_after_jobs(client, worker, inputs, stack_env) -> None:  # type:
     after = wait_for(counted, timeout_s=30)
     assert delta("celery_task_succeeded_total", after, **task) >= 1
     assert delta("celery_task_failed_total", after, exception="ImageError", **task) >= 1
-    assert delta("celery_task_runtime_seconds_count", after, **task) >= 2
+    assert delta("celery_task_runtime_count", after, **task) >= 2  # celery-exporter's name and labels
     assert delta("stylequeue_job_queue_wait_seconds_count", after) >= 2
     assert sample(after, "stylequeue_model_load_seconds") > 0
     assert sample(after, "celery_queue_length", queue_name="stylequeue") == 0
-    assert sample(after, "stylequeue_queue_ready", queue="stylequeue", priority="5") == 0
+    assert sample(after, "stylequeue_queue_ready", queue_name="stylequeue", priority="5") == 0
     assert "stylequeue_iterations_per_second" in after and "stylequeue_job_progress_ratio" in after
 
 
-def test_queue_depth_counts_running_jobs_and_every_priority(client, worker, inputs, stack_env) -> None:  # type: ignore[no-untyped-def]
+def test_queue_depth_counts_running_jobs_and_every_priority(client, worker, inputs, stack_env) -> None:
     import redis
 
     r = redis.Redis.from_url(stack_env["STYLEQUEUE_BROKER_URL"])
@@ -91,7 +70,7 @@ def test_queue_depth_counts_running_jobs_and_every_priority(client, worker, inpu
     ]
     seen = []
 
-    def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+    def on_progress(p) -> None:
         if not seen:
             seen.append(depth(r, "stylequeue"))
             proc = subprocess.run(
@@ -113,7 +92,7 @@ def test_queue_depth_counts_running_jobs_and_every_priority(client, worker, inpu
             q.wait(timeout=60)
 
 
-def test_health_command_against_the_running_worker(stack_env, worker) -> None:  # type: ignore[no-untyped-def]
+def test_health_command_against_the_running_worker(stack_env, worker) -> None:
     proc = subprocess.run(
         [*CLI, "health", "--ping", "--node", f"w1@{socket.gethostname()}"],
         capture_output=True,
@@ -133,29 +112,26 @@ def test_health_command_against_the_running_worker(stack_env, worker) -> None:  
     assert proc.returncode == 1 and "UNHEALTHY" in proc.stdout
 
 
-def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_during_a_job_finishes_it(stack_env, inputs, tmp_path) -> None:
     """Warm shutdown: the worker stops taking jobs, finishes the running one, and exits 0."""
-    from conftest import own_workers
-
     with own_workers(stack_env, tmp_path, "term") as (term, (w,)):
         tiny = {"size": 48, "iterations": 60}
         job = term.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/term/", tiny)
         signalled = []
 
-        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+        def on_progress(p) -> None:
             if not signalled:
                 signalled.append(p.iteration)
                 os.kill(w.proc.pid, signal.SIGTERM)
 
         result = job.wait(timeout=120, on_progress=on_progress)
-        assert signalled and signalled[0] < result["iterations"]
+        assert signalled and signalled[0] < result.iterations == 60  # it ran to the end after SIGTERM
         assert w.proc.wait(timeout=60) == 0, w.log()
-        assert "warm shutdown" in w.log().lower()
 
 
-def test_queue_exporter_for_autoscalers(client, stack_env) -> None:  # type: ignore[no-untyped-def]
+def test_queue_exporter_for_autoscalers(client, stack_env) -> None:
     from producer.client import Client
-    from producer.services import free_port
+    from producer.devstack import free_port
     from producer.settings import Settings
 
     env = {**stack_env, "STYLEQUEUE_QUEUE": "stylequeue-export"}
@@ -166,14 +142,14 @@ def test_queue_exporter_for_autoscalers(client, stack_env) -> None:  # type: ign
         Client(Settings.from_env(env)).submit_many([msg, msg], priority=3)
         text = wait_for(lambda: scrape(port))
         assert sample(text, "celery_queue_length", queue_name="stylequeue-export") == 2
-        assert sample(text, "stylequeue_queue_ready", queue="stylequeue-export", priority="3") == 2
-        assert sample(text, "stylequeue_queue_unacked", queue="stylequeue-export") == 0
+        assert sample(text, "stylequeue_queue_ready", queue_name="stylequeue-export", priority="3") == 2
+        assert sample(text, "stylequeue_queue_unacked", queue_name="stylequeue-export") == 0
     finally:
         exporter.terminate()
         exporter.wait(30)
 
 
-def test_dev_stack_runs_a_job_and_stops_cleanly_on_ctrl_c(weights_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_dev_stack_runs_a_job_and_stops_cleanly_on_ctrl_c(weights_file, tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEQUEUE_")}
     proc = subprocess.Popen(
         [

@@ -39,6 +39,7 @@ def test_round_trip_through_json_dict() -> None:
         ({"style_weight": float("nan")}, "params.style_weight"),
         ({"content_layers": ["block9_conv1"]}, "params.content_layers"),
         ({"style_layers": []}, "params.style_layers"),
+        ({"style_layers": ["block1_conv1"] * 2}, "params.style_layers"),
         ({"style_layer_weights": [1.0]}, "params.style_layer_weights"),
         ({"normalization": "fancy"}, "params.normalization"),
         ({"init": "zeros"}, "params.init"),

@@ -1,10 +1,19 @@
 """Error translation of the storage layer, with a small in-memory fake of the boto3 client."""
 
+from pathlib import Path
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from producer.contract import ObjectRef
-from producer.errors import BucketNotAllowed, ObjectNotFound, PermanentError, StoreUnavailable, WeightsError
+from producer.errors import (
+    BucketNotAllowed,
+    ObjectNotFound,
+    PermanentError,
+    StoreUnavailable,
+    WeightsError,
+    WriteConflict,
+)
 from producer.settings import Settings
 from producer.storage import Store, sha256_file
 
@@ -45,6 +54,7 @@ class FakeS3:
         (client_error("InternalError", 500), StoreUnavailable),
         (client_error("TooManyRequests", 429), StoreUnavailable),
         (client_error("InvalidRange", 416), PermanentError),
+        (client_error("PreconditionFailed", 412), WriteConflict),
         (EndpointConnectionError(endpoint_url="http://s3:9000"), StoreUnavailable),
         (ReadTimeoutError(endpoint_url="http://s3:9000"), StoreUnavailable),
     ],
@@ -56,13 +66,6 @@ def test_errors_are_translated(exc: BaseException, kind: type) -> None:
     assert err.value.retryable is (kind is StoreUnavailable)
 
 
-def test_allowlist_is_checked_before_any_request() -> None:
-    fake = FakeS3()
-    with pytest.raises(BucketNotAllowed, match="'photos' is not in STYLEQUEUE_ALLOWED_BUCKETS"):
-        Store(Settings(allowed_buckets=("results",)), fake).get(REF)
-    assert fake.calls == 0
-
-
 def test_size_limit() -> None:
     from producer.errors import ImageError
 
@@ -70,7 +73,7 @@ def test_size_limit() -> None:
         Store(Settings(), FakeS3()).get(REF, max_bytes=2)
 
 
-def test_fetch_cached_checks_sha256_and_reuses(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_fetch_cached_checks_sha256_and_reuses(tmp_path: Path) -> None:
     import hashlib
 
     fake = FakeS3(data=b"weights")

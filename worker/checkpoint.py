@@ -5,6 +5,12 @@ image (the optimizer's float32 variable, not a rounded PNG) and the iteration co
 to ``<output key>.checkpoint.npz``. A run that takes a job over after a crash starts from there;
 the checkpoint is deleted when the job succeeds. L-BFGS restarts its curvature memory on resume,
 so the loss continues from the checkpoint's value but the next few steps are shorter.
+
+Fenced: a save first checks that the run still holds the job's lease, then writes with
+``If-Match`` on the ETag this run last saw (``If-None-Match: *`` when there was none). A stale run
+(one that lost the job while frozen) can therefore never overwrite a checkpoint written by the
+run that took over: its ETag is out of date. The owner, on a conflict, checks its lease again and
+writes over whatever a stale run slipped in.
 """
 
 from __future__ import annotations
@@ -14,26 +20,28 @@ import io
 import json
 import logging
 import time
+from typing import Any
 
 import numpy as np
 
 from producer.contract import Job, ObjectRef
-from producer.errors import ObjectNotFound, StylequeueError
+from producer.errors import ObjectNotFound, StylequeueError, WriteConflict
 from producer.storage import Store
 
 log = logging.getLogger(__name__)
 
 
-def fingerprint(job: Job, shape: tuple[int, ...]) -> str:
-    """What a checkpoint must match to be resumed: inputs, parameters and image shape."""
-    ident = {
+def fingerprint(job: Job, shape: tuple[int, ...] | None = None) -> str:
+    """What identifies a job's result: inputs and parameters (and, for a checkpoint, the image shape)."""
+    ident: dict[str, Any] = {
         "content": job.content.uri,
         "styles": [s.uri for s in job.styles],
         "weights": job.style_weights,
         "params": job.params.to_dict(),
-        "shape": list(shape),
     }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    if shape is not None:
+        ident["shape"] = list(shape)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
 class Checkpointer:
@@ -42,60 +50,111 @@ class Checkpointer:
     Args:
         store: The object store.
         output: The job's output object; the checkpoint goes to ``<key>.checkpoint.npz``.
-        fingerprint: See :func:`fingerprint`.
+        job_id: The job (written in the checkpoint's metadata).
+        fingerprint: See :func:`fingerprint` (with the shape).
         every_iterations: Save after this many iterations since the last save.
         every_s: Or after this many seconds.
+        lease: The run's lease (:class:`worker.guard.Lease`), checked before each save; ``None``
+            for no fencing.
     """
 
     def __init__(
-        self, store: Store, output: ObjectRef, fingerprint: str, every_iterations: int, every_s: float
+        self,
+        store: Store,
+        output: ObjectRef,
+        job_id: str,
+        fingerprint: str,
+        every_iterations: int,
+        every_s: float,
+        lease: Any = None,
     ) -> None:
         self.store = store
         self.ref = ObjectRef(output.bucket, f"{output.key}.checkpoint.npz")
+        self.job_id = job_id
         self.fingerprint = fingerprint
         self.every_iterations = every_iterations
         self.every_s = every_s
+        self.lease = lease
         self._last_iteration = 0
         self._last_time = time.monotonic()
-        #: Iteration of the last checkpoint saved (for the result and logs).
+        #: Iteration of the last checkpoint saved or loaded.
         self.saved_iteration = 0
-        #: Whether a checkpoint object is known to exist (loaded, found stale, or saved).
-        self.exists = False
+        #: ETag of the checkpoint object as this run last saw or wrote it (``None``: none exists).
+        self.etag: str | None = None
+        #: An object that is not this job's checkpoint sits at the key: left alone, no checkpoints.
+        self.foreign = False
 
     def load(self) -> tuple[int, np.ndarray] | None:
-        """The saved ``(iteration, x)``, or ``None`` (none saved, or saved for another job/shape)."""
+        """The saved ``(iteration, x)``, or ``None`` (none saved, or saved for other inputs/shape)."""
         try:
-            data = self.store.get(self.ref)
+            obj = self.store.read(self.ref)
         except ObjectNotFound:
             return None
-        self.exists = True
-        with np.load(io.BytesIO(data)) as npz:
-            if str(npz["fingerprint"]) != self.fingerprint:
-                log.warning("%s belongs to other inputs or parameters: ignored", self.ref.uri)
-                return None
-            iteration, x = int(npz["iteration"]), np.asarray(npz["x"], np.float32)
+        self.etag = obj.etag
+        if obj.metadata.get("job-id") != self.job_id:
+            log.warning("%s is not a checkpoint of job %s: left alone, no checkpoints", self.ref.uri, self.job_id)
+            self.foreign = True
+            return None
+        try:
+            with np.load(io.BytesIO(obj.data)) as npz:
+                if str(npz["fingerprint"]) != self.fingerprint:
+                    log.warning("%s belongs to other inputs or parameters: ignored", self.ref.uri)
+                    return None
+                iteration, x = int(npz["iteration"]), np.asarray(npz["x"], np.float32)
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("%s is unreadable (%s): ignored", self.ref.uri, e)
+            return None
         self._last_iteration = self.saved_iteration = iteration
         return iteration, x
 
     def maybe_save(self, iteration: int, x: np.ndarray) -> None:
-        """Save if enough iterations or seconds went by; a store failure only logs (best effort)."""
+        """Save if enough iterations or seconds went by.
+
+        A store failure only logs (best effort); losing the job to another run raises
+        :class:`~worker.guard.Superseded`, which stops this run.
+        """
+        if self.foreign:
+            return
         due = iteration - self._last_iteration >= self.every_iterations
         if not due and time.monotonic() - self._last_time < self.every_s:
             return
         buf = io.BytesIO()
         np.savez(buf, x=np.asarray(x, np.float32), iteration=iteration, fingerprint=self.fingerprint)
         try:
-            self.store.put(self.ref, buf.getvalue(), "application/x-npz", {"iteration": str(iteration)})
+            self._write(buf.getvalue(), iteration)
+        except WriteConflict:
+            # Someone wrote it since this run last did: if this run still owns the job, the other
+            # writer was stale; take the current ETag and write over it.
+            if self.lease is not None:
+                self.lease.ensure()
+            current = self.store.stat(self.ref)
+            self.etag = current.etag if current is not None else None
+            try:
+                self._write(buf.getvalue(), iteration)
+            except StylequeueError as e:
+                log.warning("checkpoint at iteration %d not saved: %s", iteration, e)
+                return
         except StylequeueError as e:
             log.warning("checkpoint at iteration %d not saved: %s", iteration, e)
             return
         self._last_iteration = self.saved_iteration = iteration
         self._last_time = time.monotonic()
-        self.exists = True
+
+    def _write(self, data: bytes, iteration: int) -> None:
+        if self.lease is not None:
+            self.lease.ensure()
+        self.etag = self.store.put(
+            self.ref,
+            data,
+            "application/x-npz",
+            {"job-id": self.job_id, "iteration": str(iteration)},
+            if_none_match=self.etag is None,
+            if_match=self.etag,
+        )
 
     def delete(self) -> None:
         """Remove the checkpoint (the job succeeded); no request when none was ever there."""
-        if not self.exists:
+        if self.etag is None or self.foreign:
             return
         try:
             self.store.delete(self.ref)

@@ -143,7 +143,10 @@ def run_stylize(args: argparse.Namespace) -> int:
     if args.style_blend is not None and len(args.style_blend) != len(styles):
         raise InvalidJob("--style-blend", f"needs {len(styles)} weights, one per style image")
 
-    from worker.engine import Engine  # TensorFlow is imported here, not at start-up
+    from worker import quiet
+
+    quiet.tensorflow()  # imported here, not at start-up, and without its noise on the terminal
+    from worker.engine import Engine
 
     engine = Engine(
         weights=args.weights or settings.weights, weights_sha256=args.weights_sha256 or settings.weights_sha256

@@ -52,6 +52,8 @@ def worker_argv(settings: Any, concurrency: int | None, hostname: str, loglevel:
         sys.executable,
         "-m",
         "celery",
+        # JSON logs: no banner either, so that every line of the worker's output is a JSON object.
+        *(["--quiet"] if settings.log_format == "json" else []),
         "-A",
         "worker.app",
         "worker",
@@ -85,7 +87,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_health(args: argparse.Namespace) -> int:
     """Run ``stylequeue health``."""
     from producer.settings import Settings
-    from worker import health
+    from worker.middleware import health
 
     settings = Settings.from_env()
     verdict = health.check(settings.health_dir, settings.hard_time_limit_s + args.grace_s, args.stall_s)

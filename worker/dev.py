@@ -52,8 +52,9 @@ def _check_weights(weights: str) -> None:
     if weights.startswith("s3://"):
         return  # fetched by the worker from the store
     from producer.params import SEED_STYLE_LAYERS
-    from worker import vgg
+    from worker import quiet, vgg
 
+    quiet.tensorflow()
     vgg.feature_model(weights, SEED_STYLE_LAYERS)
 
 
@@ -61,8 +62,8 @@ def run_dev(args: argparse.Namespace) -> int:
     """Run ``stylequeue dev``; returns the exit code."""
     from producer.client import Client
     from producer.contract import ObjectRef
+    from producer.devstack import DEV_KEY, RedisServer, SeaweedS3, free_port, stop_group
     from producer.progressbar import ProgressBar
-    from producer.services import DEV_KEY, RedisServer, SeaweedS3, free_port
     from producer.settings import Settings
     from producer.storage import Store
     from worker import samples
@@ -97,7 +98,8 @@ def run_dev(args: argparse.Namespace) -> int:
             STYLEQUEUE_WEIGHTS=weights,
             STYLEQUEUE_METRICS_PORT=str(metrics_port),
             STYLEQUEUE_HEALTH_DIR=str(base / "health"),
-            STYLEQUEUE_ALLOWED_BUCKETS=args.bucket,
+            STYLEQUEUE_INPUT_BUCKETS=args.bucket,
+            STYLEQUEUE_OUTPUT_BUCKETS=f"{args.bucket}/results/",
         )
         if args.weights:  # an explicit file replaces the environment's, and its checksum
             env.pop("STYLEQUEUE_WEIGHTS_SHA256", None)
@@ -131,10 +133,10 @@ def run_dev(args: argparse.Namespace) -> int:
             bar.close()
         out = Path(args.output) if args.output else base / "result.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(store.get(ObjectRef.parse(result["output"], "output")))
+        out.write_bytes(store.get(ObjectRef.parse(result.output, "output")))
         print(
-            f"wrote {out} ({result['width']}x{result['height']}): loss {result['loss']:.6g}, "
-            f"{result['iterations']} iterations, {result['seconds']:.1f} s"
+            f"wrote {out} ({result.width}x{result.height}): loss {result.loss:.6g}, "
+            f"{result.iterations} iterations, {result.seconds:.1f} s"
         )
         if args.serve:
             exports = " ".join(
@@ -161,12 +163,8 @@ def run_dev(args: argparse.Namespace) -> int:
         print("stopping ...", file=sys.stderr)
         return 130
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)  # warm shutdown: a running job is finished
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        if worker is not None:
+            stop_group(worker, grace_s=60)  # SIGTERM: warm shutdown, a running job is finished
         for service in reversed(started):
             service.stop()
         print("stopped", file=sys.stderr)

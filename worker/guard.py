@@ -1,91 +1,220 @@
-"""Exactly-once guards for a job, kept in Redis so they hold across workers and machines.
+"""Exactly one run finishes each job, and a job's end is final: the lease, the fences, the done marker.
 
-* **Lease** ``stylequeue:lease:<job>``: held by the run in progress, renewed by a heartbeat
-  thread every ``ttl/3``. A second delivery while it is alive (Redis redelivers a job still
-  running past the visibility timeout) does not run; a run whose worker died stops renewing it,
-  and the next delivery takes the job over once it has expired.
-* **Done marker** ``stylequeue:done:<job>``: set once the result is uploaded; later deliveries of
-  the same job (or the same job id submitted again) are dropped.
-* **Runs counter** ``stylequeue:runs:<job>``: incremented when a run starts, deleted when it ends
-  in any normal way. Runs that never ended killed their worker (OOM, segfault); at
-  ``max_worker_losses`` of them the job stops being requeued.
+All state is in the broker's Redis (:mod:`producer.keys`), changed only by small Lua
+compare-and-set scripts, so it holds across workers and machines:
+
+* **Lease** ``stylequeue:lease:<job>`` = ``<owner>|<delivery tag>``: held by the run in progress,
+  renewed by a heartbeat thread every ``ttl/3``. The delivery tag says which message backs the
+  run (the sweep in :mod:`worker.recovery` keeps that message from being redelivered while the
+  lease lives, and hands it to another worker once the lease has expired).
+* **Lease lost is not job lost.** A run whose lease vanished (evicted key, a frozen VM, a stuck
+  renewal) re-takes it if nobody holds it and goes on; if another live run holds it, this run is
+  :class:`Superseded`: it stops without publishing, and the other one finishes.
+* **Fences.** A run checks it still holds the lease right before each write that matters (a
+  checkpoint, the upload) and ends the job with one atomic script that checks the lease and
+  writes the done marker; a stale run never overwrites a newer run's marker or counter (the
+  object store's conditional writes fence its objects, see :mod:`worker.jobs`).
+* **Done marker** ``stylequeue:done:<job>``: the job's final state (``SUCCESS`` with its result,
+  ``FAILURE`` or ``REVOKED`` with the error). Later deliveries republish it and never run again.
+* **Runs counter** ``stylequeue:runs:<job>``: incremented when a run starts, removed when a run
+  ends the job. Runs that never ended killed their worker (OOM, segfault); at
+  ``STYLEQUEUE_MAX_WORKER_LOSSES`` of them the job fails instead of killing worker after worker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
-from producer.contract import DONE_KEY, LEASE_KEY, RUNS_KEY
+from producer import broker, keys
+from producer.retrying import patiently
+from producer.states import FinalState
 
 log = logging.getLogger(__name__)
 
-# Compare-and-set scripts: only the owner may renew or release its lease.
+# Take the lease if it is free and the job has not ended, or keep it if it is already ours (a
+# retried call); the worker's claim on the message ends there (the lease speaks for it now).
+# KEYS: lease, done marker, claim. Returns 1 (held), 0 (another run holds it), -1 (ended).
+_ACQUIRE = """
+if redis.call('exists', KEYS[2]) == 1 then return -1 end
+local cur = redis.call('get', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('del', KEYS[3])
+  return 1
+end
+return 0
+"""
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# Count a run start, only while holding the lease. KEYS: lease, runs. Returns the count or -1.
+_START_RUN = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return -1 end
+local n = redis.call('incr', KEYS[2])
+redis.call('expire', KEYS[2], ARGV[2])
+return n
+"""
+# End the job, only while holding the lease: done marker, runs counter and lease in one step.
+# KEYS: lease, done, runs. ARGV: lease value, final state JSON, expiry (s).
+_COMMIT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('del', KEYS[3], KEYS[1])
+return 1
+"""
+
+
+class Superseded(Exception):
+    """Another run holds this job's lease, or ended the job: this run stops and publishes nothing.
+
+    Attributes:
+        job_id: The job.
+        holder_tag: Delivery tag of the message backing the run that holds it (``None`` if unknown).
+        ended: The job has ended (another run recorded its final state).
+    """
+
+    def __init__(self, job_id: str, holder_tag: str | None, ended: bool = False) -> None:
+        self.job_id = job_id
+        self.holder_tag = holder_tag
+        self.ended = ended
+        super().__init__(job_id, holder_tag, ended)
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} {'has ended' if self.ended else 'is held by another live run'}"
+
+
+def split(value: Any) -> tuple[str, str | None] | None:
+    """A lease value as ``(owner, delivery tag)``, or ``None`` for no lease."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    owner, _, tag = text.partition("|")
+    return owner, (tag if tag and tag != "-" else None)
 
 
 class Lease:
     """A Redis lease on one job, renewed in the background while held.
 
+    Use as a context manager after :meth:`acquire`: leaving it stops the heartbeat and releases
+    the lease in every exit path, even when Redis errors (the heartbeat's Redis connection has a
+    short timeout, so the thread always ends within about a third of the TTL).
+
     Args:
-        redis: Client of the result backend's Redis.
+        redis: Client of the broker's Redis.
         job_id: The job.
+        tag: Delivery tag of the message this run was started by (``None`` when unknown).
         ttl_s: Seconds the lease outlives its last renewal.
+        patience_s: How long :meth:`ensure` waits out a Redis outage before it gives up.
     """
 
-    def __init__(self, redis: Any, job_id: str, ttl_s: float) -> None:
+    def __init__(self, redis: Any, job_id: str, tag: str | None, ttl_s: float, patience_s: float = 0.0) -> None:
         self.redis = redis
-        self.key = LEASE_KEY.format(job_id)
+        self.patience_s = patience_s
+        self.job_id = job_id
+        self.key = keys.LEASE.format(job_id)
+        self.done_key = keys.DONE.format(job_id)
+        self.claim_key = keys.CLAIM.format(tag or "-")
         self.ttl_ms = int(ttl_s * 1000)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.tag = tag
+        self.value = f"{self.owner}|{tag or '-'}"
+        #: Set by the heartbeat when a renewal found the lease gone or someone else's.
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The heartbeat's own connection: its short timeout bounds how long release() waits for it.
+        self._beat_redis = _with_timeout(redis, min(5.0, max(0.2, ttl_s / 3)))
 
     def acquire(self) -> bool:
-        """Take the lease if nobody holds it; start the heartbeat."""
-        if not self.redis.set(self.key, self.owner, nx=True, px=self.ttl_ms):
+        """Take the lease if nobody holds it; start the heartbeat.
+
+        Raises:
+            Superseded: the job has ended meanwhile (with ``ended`` set).
+        """
+        got = int(self.redis.eval(_ACQUIRE, 3, self.key, self.done_key, self.claim_key, self.value, self.ttl_ms))
+        if got < 0:
+            raise Superseded(self.job_id, None, ended=True)
+        if not got:
             return False
-        self._thread = threading.Thread(target=self._beat, name="stylequeue-lease", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"stylequeue-lease-{self.job_id}", daemon=True)
         self._thread.start()
         return True
 
-    def holder(self) -> str | None:
-        """Who holds the lease now, if anyone."""
-        value = self.redis.get(self.key)
-        return value.decode() if isinstance(value, bytes) else value
+    def holder(self) -> tuple[str, str | None] | None:
+        """``(owner, delivery tag)`` of the run holding the lease now, or ``None``."""
+        return split(self.redis.get(self.key))
+
+    def ensure(self) -> None:
+        """Check this run still holds the job, re-taking the lease if nobody does.
+
+        Call right before a write that only the job's owner may make. While the lease is this
+        run's it only reads, so it works while Redis refuses writes (``CLIENT PAUSE WRITE``).
+
+        Raises:
+            Superseded: another run holds the lease, or the job has ended.
+        """
+        patiently(
+            self._ensure,
+            retry_on=broker.errors(),
+            budget_s=self.patience_s,
+            cap_s=5.0,
+            what=f"job {self.job_id}: lease check",
+        )
+
+    def _ensure(self) -> None:
+        current = self.redis.get(self.key)
+        if current is not None and (current.decode() if isinstance(current, bytes) else current) == self.value:
+            return
+        got = int(self.redis.eval(_ACQUIRE, 3, self.key, self.done_key, self.claim_key, self.value, self.ttl_ms))
+        if got > 0:
+            log.warning(
+                "job %s: lease was lost and nobody held it: re-taken", self.job_id, extra={"event": "lease_retaken"}
+            )
+            self.lost.clear()
+            return
+        holder = self.holder()
+        raise Superseded(self.job_id, holder[1] if holder else None, ended=got < 0)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
-                if not self.redis.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms):
-                    log.error("lease %s lost: another worker may run this job now", self.key)
+                if not self._beat_redis.eval(_RENEW, 1, self.key, self.value, self.ttl_ms):
+                    if not self.lost.is_set():
+                        log.error("job %s: lease lost (gone or taken over)", self.job_id)
                     self.lost.set()
-                    return
             except Exception as e:  # a Redis blip: try again at the next beat, before the TTL runs out
-                log.warning("lease %s: renewal failed: %s", self.key, e)
+                log.warning("job %s: lease renewal failed: %s", self.job_id, e)
 
     def release(self) -> None:
-        """Stop the heartbeat and give the lease up (only if still ours)."""
+        """Stop the heartbeat and give the lease up (only if still ours); never raises."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join()
         try:
-            self.redis.eval(_RELEASE, 1, self.key, self.owner)
+            self.redis.eval(_RELEASE, 1, self.key, self.value)
         except Exception as e:  # it expires by itself
-            log.warning("lease %s: release failed: %s", self.key, e)
+            log.warning("job %s: lease release failed: %s", self.job_id, e)
+        finally:
+            self._beat_redis.close()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
-class JobGuard:
+class JobRecord:
     """The done marker and runs counter of one job (see the module docstring).
 
     Args:
-        redis: Client of the result backend's Redis.
+        redis: Client of the broker's Redis.
         job_id: The job.
         expires_s: How long the markers live (the result expiry).
     """
@@ -94,25 +223,62 @@ class JobGuard:
         self.redis = redis
         self.job_id = job_id
         self.expires_s = expires_s
-        self.done_key = DONE_KEY.format(job_id)
-        self.runs_key = RUNS_KEY.format(job_id)
+        self.done_key = keys.DONE.format(job_id)
+        self.runs_key = keys.RUNS.format(job_id)
 
-    def is_done(self) -> bool:
-        """Whether a run already uploaded this job's result."""
-        return bool(self.redis.exists(self.done_key))
+    def final(self) -> FinalState | None:
+        """The job's final state, if a run ended it."""
+        raw = self.redis.get(self.done_key)
+        if raw is None:
+            return None
+        try:
+            return FinalState.from_dict(json.loads(raw))
+        except ValueError as e:  # not ours to fix: a foreign value; treat the job as not ended
+            log.error("job %s: unreadable done marker ignored: %s", self.job_id, e)
+            return None
 
-    def mark_done(self) -> None:
-        """Record that the result is uploaded."""
-        self.redis.set(self.done_key, "1", ex=self.expires_s)
+    def start_run(self, lease: Lease) -> int:
+        """Count a run starting; return how many earlier runs never ended (their worker died).
 
-    def start_run(self) -> int:
-        """Count a run starting; return how many earlier runs never ended (their worker died)."""
-        pipe = self.redis.pipeline()
-        pipe.incr(self.runs_key)
-        pipe.expire(self.runs_key, self.expires_s)
-        runs, _ = pipe.execute()
-        return int(runs) - 1
+        Raises:
+            Superseded: the lease is not this run's any more.
+        """
+        n = int(self.redis.eval(_START_RUN, 2, lease.key, self.runs_key, lease.value, self.expires_s))
+        if n < 0:
+            lease.ensure()  # re-take it if free (and count then), else Superseded
+            return self.start_run(lease)
+        return n - 1
 
-    def end_run(self) -> None:
-        """The run ended normally (success, failure or retry)."""
-        self.redis.delete(self.runs_key)
+    def commit(self, lease: Lease, final: FinalState) -> None:
+        """End the job with ``final``, atomically with a check that this run holds the lease.
+
+        Raises:
+            Superseded: another run holds the job; nothing was written.
+        """
+        value = json.dumps(final.to_dict(), separators=(",", ":"))
+        if not self.redis.eval(_COMMIT, 3, lease.key, self.done_key, self.runs_key, lease.value, value, self.expires_s):
+            lease.ensure()  # the lease expired with nobody else holding it: re-take, commit again
+            self.commit(lease, final)
+
+    def settle(self, final: FinalState) -> bool:
+        """Record ``final`` unless the job already has a final state; return whether it wrote.
+
+        For jobs that never held a lease: refused messages, invalid jobs, runs killed by the hard
+        time limit.
+        """
+        value = json.dumps(final.to_dict(), separators=(",", ":"))
+        return bool(self.redis.set(self.done_key, value, ex=self.expires_s, nx=True))
+
+
+def _with_timeout(redis: Any, timeout_s: float) -> Any:
+    """A client of the same Redis as ``redis`` with its own connection pool and socket timeout."""
+    import redis as redis_lib
+
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    return redis_lib.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
+
+
+def now() -> float:
+    """Unix time, for final states."""
+    return round(time.time(), 3)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from producer import formats
 from producer.errors import ImageError
 
 # Never accept half an image: a truncated file must raise, not come back grey at the bottom.
@@ -23,10 +24,6 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # We enforce our own configurable limit (ImageLimits.max_pixels) from the header, before decoding;
 # Pillow's global one would pre-empt it with a fixed limit and a less useful message.
 Image.MAX_IMAGE_PIXELS = None
-
-#: Output formats and the Pillow format name for each; also the file suffixes they come from.
-FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
-CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
 @dataclass(frozen=True)
@@ -152,10 +149,10 @@ def format_for(path_or_format: str) -> str:
     Raises:
         ImageError: for a suffix that is not png, jpg/jpeg or webp.
     """
-    suffix = path_or_format.rsplit(".", 1)[-1].lower()
-    if suffix not in FORMATS:
+    fmt = formats.named(path_or_format) or formats.of_path(path_or_format)
+    if fmt is None:
         raise ImageError(f"{path_or_format}: output format must be png, jpeg or webp")
-    return FORMATS[suffix]
+    return fmt.pillow
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG", quality: int = 92) -> bytes:

@@ -10,8 +10,9 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from producer import broker
 from producer.contract import ObjectRef
 from producer.settings import Settings
 from producer.storage import Store
@@ -31,12 +32,19 @@ class Runtime:
         store: Object-store client.
         engine: The engine with its VGG19 loaded.
         model_load_s: Seconds it took to fetch and load the weights.
+        redis: The broker's Redis (leases, done markers, dead letters, the job index).
+        backend_redis: The result backend's Redis with a short timeout, for best-effort progress.
+        memory_limit_bytes: What one job may need (``STYLEQUEUE_MAX_JOB_MEMORY_BYTES``, or 80% of
+            this machine's GPU or RAM); 0 when unknown.
     """
 
     settings: Settings
     store: Store
     engine: Engine
     model_load_s: float
+    redis: Any
+    backend_redis: Any
+    memory_limit_bytes: int
 
 
 _current: Runtime | None = None
@@ -70,7 +78,10 @@ def visible_gpus() -> list[str]:
 def start(settings: Settings) -> Runtime:
     """Build the store client and the engine, fetch the weights and load the model."""
     global _current
-    from worker.engine import Engine  # TensorFlow is first imported here, in the child
+    from worker import budget, quiet
+
+    quiet.tensorflow()  # TensorFlow is first imported here, in the child, its noise in the log at DEBUG
+    from worker.engine import Engine
 
     started = time.perf_counter()
     store = Store(settings)
@@ -80,11 +91,20 @@ def start(settings: Settings) -> Runtime:
         weights = str(store.fetch_cached(ref, settings.weights_cache_dir, settings.weights_sha256))
     engine = Engine(weights=weights, weights_sha256=settings.weights_sha256)
     engine.warm_up()
-    _current = Runtime(settings, store, engine, time.perf_counter() - started)
+    limit = settings.max_job_memory_bytes or budget.machine_limit_bytes()
+    _current = Runtime(
+        settings,
+        store,
+        engine,
+        time.perf_counter() - started,
+        broker.connect(settings.broker_url),
+        broker.connect(settings.backend_url, timeout_s=2.0),
+        limit,
+    )
     log.info("worker process ready: weights %s loaded in %.2f s", settings.weights, _current.model_load_s)
     return _current
 
 
-def current(settings: Settings) -> Runtime:
+def current(settings: Settings | None = None) -> Runtime:
     """The process's runtime, started on first use if ``worker_process_init`` did not run (solo pool)."""
-    return _current if _current is not None else start(settings)
+    return _current if _current is not None else start(settings or Settings.from_env())

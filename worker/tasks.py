@@ -1,38 +1,56 @@
-"""The Celery task ``stylequeue.transfer``: thin glue around :func:`worker.jobs.run`.
+"""The Celery task ``stylequeue.transfer``: thin glue between a delivery and :func:`worker.jobs.run`.
 
-Policy lives in the task's declaration and in :mod:`worker.guard`, not in the job's code:
+What each delivery does (the decisions live in :mod:`worker.guard` and :mod:`worker.recovery`):
 
-* :class:`~producer.errors.TransientError` (store unreachable, throttled, 5xx) and Redis
-  connection errors are retried with exponential backoff, full jitter and a cap
-  (``STYLEQUEUE_RETRY_BACKOFF_MAX_S``), at most ``STYLEQUEUE_MAX_RETRIES`` times;
-* every other error fails the job at once and for good (and files a dead letter, see
-  :mod:`worker.monitor`): its class and message are the result;
-* exactly once: a job already done is not run again; a job whose lease another run holds is not
-  run twice; a job whose earlier runs killed their worker ``STYLEQUEUE_MAX_WORKER_LOSSES`` times
-  fails with ``TooManyCrashes`` instead of looping;
-* a cancelled job (``stylequeue cancel``) ends in state ``REVOKED`` at its next iteration.
+1. The job already ended (done marker) → its final state is published again (``SUCCESS`` with the
+   same result; ``FAILURE``/``REVOKED`` with the same error); it never runs again.
+2. The message breaks the contract, or its ``job_id`` differs from its task id → ``FAILURE`` with
+   :class:`~producer.errors.InvalidJob`, final.
+3. Another live run holds the job's lease → this delivery steps aside (dropped, or deferred for a
+   re-check when dropping could leave the job without a message).
+4. Otherwise it takes the lease and runs the job; transient failures are waited out in place for
+   ``STYLEQUEUE_RETRY_FOR_S`` (so there is no Celery-level retry); the job ends with one fenced
+   write of its final state. A run that finds the job taken over by another live run stops
+   without publishing anything. A run that cannot reach Redis for that long stops and hands the
+   job back (it cannot know whether it still owns it); a store that stays down fails the job.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-import redis
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from producer.contract import CANCEL_KEY, TASK_NAME
-from producer.errors import JobCancelled, TooManyCrashes, TransientError
-from worker import jobs, monitor, runtime
-from worker.app import app, settings
-from worker.guard import JobGuard, Lease
+from producer import broker, keys, registry
+from producer.contract import TASK_NAME, Job, check_message_size
+from producer.errors import InvalidJob, JobCancelled, PermanentError, StylequeueError, TooManyCrashes, TransientError
+from producer.queues import DEFAULT_PRIORITY
+from producer.retrying import patiently
+from producer.states import FAILURE, PROGRESS, REVOKED, SUCCESS, FinalState, JobProgress
+from worker import jobs, middleware, recovery, runtime
+from worker.app import app
+from worker.guard import JobRecord, Lease, Superseded, now
 
 log = logging.getLogger(__name__)
 
+#: After a failed progress write (the result backend is down), skip progress writes this long (s).
+PROGRESS_BACKOFF_S = 30.0
 
-class LeaseLost(Exception):
-    """This run's lease expired (a long Redis outage): another run may own the job now."""
+# Celery's PROGRESS state, written the way its Redis backend writes states (SET + PUBLISH on the
+# key), unless the job already has a final state. KEYS: the meta key. ARGV: meta JSON, expiry (s).
+_PUBLISH_PROGRESS = """
+local current = redis.call('get', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and (meta.status == 'SUCCESS' or meta.status == 'FAILURE' or meta.status == 'REVOKED') then return 0 end
+end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('publish', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class Reporter:
@@ -40,115 +58,226 @@ class Reporter:
 
     Args:
         task: The bound Celery task.
-        job_id: The job (task) id.
-        interval_s: Least seconds between two progress updates; the last iteration always goes.
-        lease: The run's lease, or ``None``.
+        job_id: The job.
+        rt: The process's runtime.
+        lease: The run's lease.
     """
 
-    def __init__(self, task: Any, job_id: str, interval_s: float, lease: Lease | None = None) -> None:
+    def __init__(self, task: Any, job_id: str, rt: runtime.Runtime, lease: Lease) -> None:
         self.task = task
         self.job_id = job_id
-        self.interval_s = interval_s
+        self.rt = rt
         self.lease = lease
         self._last = 0.0
-        self._redis = getattr(task.backend, "client", None)
+        self._quiet_until = 0.0
 
     def cancelled(self) -> bool:
         """Whether a client asked to cancel this job (``False`` while Redis cannot be asked)."""
         try:
-            return bool(self._redis is not None and self._redis.exists(CANCEL_KEY.format(self.job_id)))
-        except redis.exceptions.RedisError as e:  # a blip must not stop, or restart, a long job
+            return bool(self.rt.redis.exists(keys.CANCEL.format(self.job_id)))
+        except Exception as e:  # a blip must not stop, or restart, a long job
             log.warning("job %s: cancel check failed: %s", self.job_id, e)
             return False
 
     def __call__(self, p: Any) -> None:
-        """Report one :class:`worker.engine.Progress`; raise to stop a cancelled or lost run."""
+        """Report one :class:`worker.engine.Progress`; raise to stop a cancelled or superseded run."""
         if self.cancelled():
             raise JobCancelled(f"job {self.job_id} was cancelled at iteration {p.iteration}/{p.total}")
-        if self.lease is not None and self.lease.lost.is_set():
-            raise LeaseLost(self.job_id)
-        monitor.on_progress(p.iteration, p.total)
-        now = time.monotonic()
-        if now - self._last >= self.interval_s or p.iteration == p.total:
-            self._last = now
-            meta = {
-                "job_id": self.job_id,
-                "iteration": p.iteration,
-                "total": p.total,
-                "loss": p.loss,
-                "content_loss": p.content_loss,
-                "style_loss": p.style_loss,
-                "tv_loss": p.tv_loss,
-                "elapsed_s": round(p.elapsed_s, 3),
-            }
-            try:
-                self.task.update_state(state="PROGRESS", meta=meta)
-            except redis.exceptions.RedisError as e:  # progress is best effort; the job goes on
-                log.warning("job %s: progress update failed: %s", self.job_id, e)
+        if self.lease.lost.is_set():
+            self.lease.ensure()  # re-takes a lease nobody holds; Superseded if another run does
+        middleware.progressed(p.iteration, p.total)
+        t = time.monotonic()
+        if t < self._quiet_until or (t - self._last < self.rt.settings.progress_interval_s and p.iteration != p.total):
+            return
+        self._last = t
+        progress = JobProgress(
+            self.job_id, p.iteration, p.total, p.loss, p.content_loss, p.style_loss, p.tv_loss, round(p.elapsed_s, 3)
+        )
+        # Not update_state: that would copy the job's arguments into every update and retry for a
+        # minute on a backend outage. Progress is best effort: one short try, then quiet a while.
+        meta: dict[str, Any] = {"status": PROGRESS, "result": progress.to_dict(), "traceback": None, "children": []}
+        try:
+            self.rt.backend_redis.eval(
+                _PUBLISH_PROGRESS,
+                1,
+                keys.CELERY_META.format(self.job_id),
+                json.dumps({**meta, "date_done": None, "task_id": self.job_id}),
+                self.rt.settings.result_expires_s,
+            )
+        except Exception as e:
+            log.warning("job %s: progress update failed (%s); next try in %.0f s", self.job_id, e, PROGRESS_BACKOFF_S)
+            self._quiet_until = t + PROGRESS_BACKOFF_S
 
 
-def _defer_duplicate(task: Any, message: Any, job_id: str, holder: str | None) -> None:
-    """Drop a delivery of a job another run holds, leaving one re-check for after the lease TTL.
+def _republish(task: Any, job_id: str, final: FinalState) -> Any:
+    """Publish a finished job's final state again for this delivery, and end the delivery."""
+    task.request.stylequeue_outcome = "republished"
+    log.info("job %s ended already (%s): published again", job_id, final.state, extra={"event": "job_republished"})
+    if final.state == SUCCESS and final.job_result is not None:
+        return final.job_result.to_dict()
+    error = _rebuild(final.error_type or "StylequeueError", final.error_message or "")
+    if final.state == REVOKED:
+        task.backend.mark_as_revoked(job_id, reason=str(error), request=task.request)
+    else:
+        task.backend.mark_as_failure(job_id, error, request=task.request)
+    raise Ignore()
 
-    The re-check matters when the holder died: ``task_reject_on_worker_lost`` requeues its job at
-    once, while the dead run's lease still has up to a TTL to expire. If the holder is alive,
-    the re-check finds the job done (or still leased, and waits again) and is dropped in turn.
-    """
-    countdown = settings.lease_ttl_s + 1
-    log.warning("job %s is leased by %s: this delivery is dropped, re-checked in %d s", job_id, holder, countdown)
-    task.app.send_task(
-        TASK_NAME,
-        args=[message],
-        task_id=job_id,
-        queue=task.request.delivery_info.get("routing_key") or settings.queue,
-        countdown=countdown,
-        priority=task.request.delivery_info.get("priority"),
+
+def _rebuild(error_type: str, message: str) -> BaseException:
+    from producer import errors
+
+    cls = getattr(errors, error_type, None)
+    if not (isinstance(cls, type) and issubclass(cls, StylequeueError)) or cls in (
+        errors.JobFailed,
+        errors.PartialSubmit,
+    ):
+        cls = PermanentError
+    try:
+        return cls(message)
+    except TypeError:
+        return PermanentError(message)
+
+
+def _step_aside(task: Any, message: Any, job_id: str, tag: str | None, holder_tag: str | None, why: str) -> None:
+    rt = runtime.current()
+    info = task.request.delivery_info or {}
+    priority = info.get("priority")
+    what = recovery.step_aside(
+        rt.redis,
+        job_id,
+        tag,
+        holder_tag,
+        message,
+        info.get("routing_key") or rt.settings.queue,
+        int(priority) if priority is not None else DEFAULT_PRIORITY,
+        rt.settings.lease_ttl_s + 1,
+    )
+    task.request.stylequeue_outcome = f"{what}:{why}"
+    log.info("job %s: %s; this delivery is %s", job_id, why, what, extra={"event": f"delivery_{what}", "reason": why})
+    raise Ignore()
+
+
+def _patient(rt: runtime.Runtime, action: Any, what: str) -> Any:
+    """Run a Redis operation of the job's bookkeeping, waiting out a Redis outage in place."""
+    return patiently(
+        action,
+        retry_on=broker.errors(),
+        budget_s=rt.settings.retry_for_s,
+        cap_s=rt.settings.retry_backoff_max_s,
+        what=what,
     )
 
 
-@app.task(
-    name=TASK_NAME,
-    bind=True,
-    autoretry_for=(TransientError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-    retry_backoff=2,
-    retry_backoff_max=settings.retry_backoff_max_s,
-    retry_jitter=True,
-    max_retries=settings.max_retries,
-)
+@app.task(name=TASK_NAME, bind=True)
 def transfer(self: Any, message: Any) -> dict[str, Any]:
     """Run one style-transfer job; see :mod:`producer.contract` for ``message``."""
+    rt = runtime.current()
+    settings = rt.settings
     job_id = self.request.id
-    client = self.backend.client
-    guard = JobGuard(client, job_id, settings.result_expires_s)
-    if guard.is_done():
-        log.info("job %s is done already: delivery dropped", job_id)
-        self.request.dropped = True  # for the metrics: not a cancel
-        raise Ignore()
-    lease = Lease(client, job_id, settings.lease_ttl_s)
-    if not lease.acquire():
-        _defer_duplicate(self, message, job_id, lease.holder())
-        self.request.dropped = True
-        raise Ignore()
-    reporter = Reporter(self, job_id, settings.progress_interval_s, lease)
+    tag = (self.request.properties or {}).get("delivery_tag")
+    record = JobRecord(rt.redis, job_id, settings.result_expires_s)
+
+    final = _patient(rt, record.final, f"job {job_id}: reading its state")
+    if final is not None:
+        return _republish(self, job_id, final)
     try:
-        crashed = guard.start_run()
-        if crashed >= settings.max_worker_losses:
-            raise TooManyCrashes(f"job {job_id}: {crashed} earlier runs killed their worker; not requeued again")
-        if crashed:
-            log.warning("job %s: taking over after %d run(s) that did not finish", job_id, crashed)
-        if reporter.cancelled():
-            raise JobCancelled(f"job {job_id} was cancelled before it started")
-        result = jobs.run(message, job_id, runtime.current(settings), on_progress=reporter)
-        guard.mark_done()
-        return result
-    except JobCancelled as e:
-        log.info("%s", e)
-        # REVOKED with a TaskRevokedError result, as Celery records its own revokes.
-        self.backend.mark_as_revoked(job_id, reason=str(e), request=self.request)
-        raise Ignore() from None
-    except LeaseLost:
-        log.error("job %s: lease lost mid-run; stopping, the run that holds it now finishes the job", job_id)
-        raise Ignore() from None
-    finally:
-        guard.end_run()
-        lease.release()
+        check_message_size(message, settings.max_message_bytes)
+        job = Job.from_message(message)
+        job.resolve_id(job_id)
+    except InvalidJob as e:
+        record.settle(FinalState(FAILURE, now(), error_type="InvalidJob", error_message=str(e)))
+        raise
+    if rt.redis.exists(keys.CANCEL.format(job_id)):
+        reason = f"job {job_id} was cancelled before it started"
+        record.settle(FinalState(REVOKED, now(), error_type="JobCancelled", error_message=reason))
+        self.backend.mark_as_revoked(job_id, reason=reason, request=self.request)
+        self.request.stylequeue_outcome = "cancelled"
+        raise Ignore()
+
+    lease = Lease(rt.redis, job_id, tag, settings.lease_ttl_s, patience_s=settings.retry_for_s)
+    try:
+        acquired = _patient(rt, lease.acquire, f"job {job_id}: taking its lease")
+    except Superseded:  # it ended a moment ago: publish that
+        return _republish(self, job_id, record.final() or FinalState(FAILURE, now(), error_type="StylequeueError"))
+    if not acquired:
+        holder = lease.holder()
+        _step_aside(self, message, job_id, tag, holder[1] if holder else None, "another live run holds it")
+
+    def end(final: FinalState) -> None:
+        _patient(rt, lambda: record.commit(lease, final), f"job {job_id}: recording its end")
+
+    superseded: Superseded | None = None
+    with lease:
+        try:
+            _patient(
+                rt,
+                lambda: registry.remember(rt.redis, job_id, settings.jobs_index_max, settings.result_expires_s),
+                f"job {job_id}: recording it",
+            )
+            crashed = _patient(rt, lambda: record.start_run(lease), f"job {job_id}: counting its run")
+            if crashed >= settings.max_worker_losses:
+                raise TooManyCrashes(f"job {job_id}: {crashed} earlier runs killed their worker; not run again")
+            if crashed:
+                log.warning(
+                    "job %s: taking over after %d run(s) that did not finish",
+                    job_id,
+                    crashed,
+                    extra={"event": "job_taken_over"},
+                )
+            result = jobs.run(
+                job,
+                job_id,
+                rt,
+                lease,
+                commit=lambda r: end(FinalState(SUCCESS, now(), result=r.to_dict())),
+                on_progress=Reporter(self, job_id, rt, lease),
+            )
+            return result.to_dict()
+        except Superseded as e:
+            superseded = e
+        except JobCancelled as e:
+            try:
+                end(FinalState(REVOKED, now(), error_type="JobCancelled", error_message=str(e)))
+            except Superseded as lost:
+                superseded = lost
+            else:
+                log.info("%s", e, extra={"event": "job_cancelled"})
+                # REVOKED with a TaskRevokedError result, as Celery records its own revokes.
+                self.backend.mark_as_revoked(job_id, reason=str(e), request=self.request)
+                self.request.stylequeue_outcome = "cancelled"
+                raise Ignore() from None
+        except broker.errors() as e:
+            # Redis stayed unreachable past STYLEQUEUE_RETRY_FOR_S: this run cannot know whether it
+            # still owns the job. It stops and hands the job back (the sweep does it, if the requeue
+            # itself cannot reach Redis); the next run resumes from the checkpoint.
+            log.error(
+                "job %s: Redis unreachable (%s): this run stops, the job goes back to the queue",
+                job_id,
+                e,
+                extra={"event": "job_handed_back"},
+            )
+            self.request.stylequeue_outcome = "handed_back"
+            raise Reject(str(e), requeue=True) from None
+        except (PermanentError, TransientError, SoftTimeLimitExceeded) as e:
+            error = (
+                e
+                if isinstance(e, StylequeueError)
+                else PermanentError(f"job {job_id} ran past the soft time limit ({settings.soft_time_limit_s} s)")
+            )
+            try:
+                end(FinalState(FAILURE, now(), error_type=type(error).__name__, error_message=str(error)))
+            except Superseded as lost:
+                superseded = lost
+            else:
+                raise error from None
+    assert superseded is not None
+    if superseded.ended:
+        self.request.stylequeue_outcome = "dropped:ended"
+        log.info(
+            "job %s ended in another run; this run stops",
+            job_id,
+            extra={"event": "delivery_dropped", "reason": "ended"},
+        )
+        raise Ignore()
+    _step_aside(self, message, job_id, tag, superseded.holder_tag, "another live run took it over")
+    raise AssertionError("not reached")

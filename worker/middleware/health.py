@@ -1,4 +1,4 @@
-"""Worker health: per-child state files, and the check behind ``stylequeue health``.
+"""Worker health: per-child state files, the handlers that keep them, and ``stylequeue health``.
 
 Each pool child keeps a small JSON file in ``STYLEQUEUE_HEALTH_DIR`` saying which job it runs
 since when, updated as iterations go by.
@@ -15,6 +15,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
+
+from producer.settings import Settings
 
 
 class ChildState:
@@ -112,3 +117,31 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def install(settings: Settings) -> None:
+    """Keep each pool child's state file: idle at start and after each job, the job while it runs."""
+    from worker import middleware
+
+    state: list[ChildState] = []
+    middleware.on_progress(lambda iteration, total: state[0].progressed() if state else None)
+
+    @worker_process_init.connect(weak=False)
+    def _ready(**_: Any) -> None:  # after the model loaded (see worker.middleware.install's order)
+        state.append(ChildState(settings.health_dir))
+        state[0].idle()
+
+    @worker_process_shutdown.connect(weak=False)
+    def _exit(**_: Any) -> None:
+        if state:
+            state[0].remove()
+
+    @task_prerun.connect(weak=False)
+    def _started(task_id: str = "", **_: Any) -> None:
+        if state:
+            state[0].started(task_id)
+
+    @task_postrun.connect(weak=False)
+    def _ended(**_: Any) -> None:
+        if state:
+            state[0].idle()

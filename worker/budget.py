@@ -1,0 +1,103 @@
+"""How much memory a job needs, and how much this worker can give one: refuse before, never OOM after.
+
+A job too large for its worker would be killed by the OOM killer mid-run, redelivered, and
+killed again until the crash cap fails it, an hour of GPU time later. Instead the worker
+estimates the job's peak memory from its sizes before any download and refuses a job that cannot
+fit with an :class:`~producer.errors.InvalidJob` naming ``params.size``.
+
+The estimate follows the network: the float32 activations of every VGG19 layer up to the deepest
+layer a loss uses (channels at that layer's resolution), kept for the backward pass, times a
+factor for gradients and workspace, plus scipy's L-BFGS state (float64, ``m = 10`` correction
+pairs of the image's size). The factor was measured with the ImageNet weights on the CPU engine:
+peak RSS grows by 4.4-5.5 KB per output pixel at 128²-768² (``python benchmarks/memory.py``),
+and this estimate gives 5.1 KB per pixel for the default layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from producer.params import VGG19_CONV_LAYERS, Params
+
+log = logging.getLogger(__name__)
+
+#: Output channels of each VGG19 conv layer, in order.
+CHANNELS = dict(zip(VGG19_CONV_LAYERS, [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8))
+#: Backward pass and workspace over the forward activations (measured, see the module docstring).
+BACKWARD_FACTOR = 3.5
+#: scipy L-BFGS-B: 2·m + 4 float64 vectors of the image's size (3 values per pixel), m = 10.
+LBFGS_BYTES_PER_PIXEL = (2 * 10 + 4) * 3 * 8
+#: Share of the machine's memory one job may use when no limit is set.
+MACHINE_SHARE = 0.8
+
+
+def activation_bytes_per_pixel(layers: Sequence[str]) -> float:
+    """Float32 bytes of VGG19 activations per input pixel, up to the deepest of ``layers``."""
+    deepest = max(VGG19_CONV_LAYERS.index(layer) for layer in layers)
+    total = 0.0
+    for name in VGG19_CONV_LAYERS[: deepest + 1]:
+        block = int(name[len("block")])
+        total += CHANNELS[name] / 4 ** (block - 1)  # each pooling quarters the pixels
+        if (name.endswith("conv2") and block <= 2) or name.endswith("conv4"):
+            total += CHANNELS[name] / 4**block  # the block's pooling output
+    return total * 4
+
+
+def estimate_bytes(params: Params, pixels: int) -> int:
+    """Peak memory of one job with ``pixels`` output pixels (its style images at ``style_scale``)."""
+    layers = tuple(params.content_layers) + tuple(params.style_layers)
+    act = activation_bytes_per_pixel(layers)
+    optimize = pixels * (act * BACKWARD_FACTOR + LBFGS_BYTES_PER_PIXEL)
+    style_targets = pixels * params.style_scale**2 * act  # forward only, before the optimization
+    return int(max(optimize, style_targets))
+
+
+def machine_limit_bytes() -> int:
+    """What one job may use here when ``STYLEQUEUE_MAX_JOB_MEMORY_BYTES`` is not set.
+
+    A share of the visible GPU's memory, else of the RAM (the cgroup's limit inside a container);
+    0 if unknown.
+    """
+    gpu = _gpu_memory_bytes()
+    total = gpu or _ram_bytes()
+    return int(total * MACHINE_SHARE)
+
+
+def _gpu_memory_bytes() -> int:
+    from worker.runtime import visible_gpus
+
+    gpus = visible_gpus()
+    smi = shutil.which("nvidia-smi")
+    if not gpus or smi is None:
+        return 0
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", gpus[0]],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return int(float(out.strip().splitlines()[0])) * 1024 * 1024
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        log.warning("GPU memory unknown (%s): no memory limit from the GPU", e)
+        return 0
+
+
+def _ram_bytes() -> int:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
