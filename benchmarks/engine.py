@@ -1,19 +1,23 @@
-"""Engine vs. a faithful port of the seed tutorial, side by side in one run.
+"""Engine vs. a faithful port of the seed tutorial and a PyTorch peer, side by side in one run.
 
 The seed port does what the tutorial does, in TF2: content, style and generated images are
 concatenated into one batch of three and pushed through the *whole* VGG19 base (up to
 block5_pool) at every evaluation, with the same losses; the gradient is taken w.r.t. the
-generated image only. Both are compiled with ``tf.function`` and driven by the same scipy
-L-BFGS-B, from the same start, with the same weights and images.
+generated image only. The PyTorch peer is what the PyTorch tutorial does: targets computed once,
+only the generated image through VGG19 (the same weights, converted) up to the deepest loss
+layer, the same objective; in float32 and under ``torch.autocast("cpu", bfloat16)`` (skipped when
+torch is not installed: ``pip install torch==2.13.0``). The engine runs in float32 and bfloat16.
+All are driven by the same scipy L-BFGS-B, from the same start, with the same weights and images.
 
-Printed per size: seconds per loss+gradient evaluation of each and their ratio; the final loss of
-each after N iterations (they optimize the same objective, so they must agree closely); the
-engine's achieved conv GFLOP/s next to a lone 3×3 convolution's GFLOP/s measured in this run.
+Printed per size: seconds per loss+gradient evaluation of each and the ratios; the final loss of
+each engine precision and of the seed port after N iterations (the same objective, so they must
+agree closely); which precision ``auto`` picks here; the engine's conv GFLOP/s next to a lone 3×3
+convolution's. ``--images DIR`` also writes the float32 and bfloat16 results.
 
 Usage::
 
     python benchmarks/engine.py                 # ImageNet weights and photos from ../shared if there
-    python benchmarks/engine.py --sizes 128 256 --iterations 20 --repeats 10
+    python benchmarks/engine.py --sizes 256 --iterations 100 --repeats 5 --images docs/precision
 """
 
 from __future__ import annotations
@@ -31,13 +35,11 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
-from producer.params import VGG19_CONV_LAYERS, Params
-from worker import images, losses, vgg
-from worker.engine import Engine, preprocess
+from producer.params import CHANNELS, VGG19_CONV_LAYERS, Params
+from worker.nst import images, losses, vgg
+from worker.nst.engine import Engine, preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-# Output channels of each VGG19 conv layer; the input of each is the previous one's (3 for the first).
-CHANNELS = dict(zip(VGG19_CONV_LAYERS, [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8))
 
 
 def seed_port(weights: str, params: Params, content: np.ndarray, style: np.ndarray):  # type: ignore[no-untyped-def]
@@ -69,6 +71,74 @@ def seed_port(weights: str, params: Params, content: np.ndarray, style: np.ndarr
     def evaluate(flat: np.ndarray) -> tuple[float, np.ndarray]:
         loss, grad = loss_and_grad(tf.constant(flat.reshape(1, h, w, 3), tf.float32))
         return float(loss), grad.numpy().astype(np.float64).ravel()
+
+    return evaluate
+
+
+def torch_peer(weights: str, params: Params, content: np.ndarray, style: np.ndarray, autocast: bool):  # type: ignore[no-untyped-def]
+    """The PyTorch tutorial's way, same objective: None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    base = keras.applications.VGG19(include_top=False, weights=weights, input_shape=(None, None, 3))
+    deepest = max(VGG19_CONV_LAYERS.index(n) for n in (*params.content_layers, *params.style_layers))
+    layers: list = []
+    names: list[str] = []
+    for layer in base.layers[1:]:
+        if layer.name.endswith("_pool"):
+            layers.append(torch.nn.MaxPool2d(2))
+        else:
+            kernel, bias = layer.get_weights()
+            conv = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1)
+            conv.weight.data = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
+            conv.bias.data = torch.from_numpy(bias.copy())
+            layers += [conv, torch.nn.ReLU()]
+        names.append(layer.name)
+        if layer.name == VGG19_CONV_LAYERS[deepest]:
+            break
+    for p in (q for m in layers for q in m.parameters()):
+        p.requires_grad_(False)
+    wanted = list(params.content_layers) + list(params.style_layers)
+
+    def features(x):  # type: ignore[no-untyped-def]
+        out, i = {}, 0
+        for name in names:
+            if name.endswith("_pool"):
+                x = layers[i](x)
+                i += 1
+            else:
+                x = layers[i + 1](layers[i](x))
+                i += 2
+                out[name] = x
+        return [out[n].float() for n in wanted]
+
+    def nchw(rgb: np.ndarray):  # type: ignore[no-untyped-def]
+        return torch.from_numpy(preprocess(rgb).transpose(0, 3, 1, 2).copy())
+
+    def gram(f):  # type: ignore[no-untyped-def]
+        flat = f.reshape(f.shape[1], -1)
+        return flat @ flat.T
+
+    n_c = len(params.content_layers)
+    h, w = content.shape[:2]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        content_t = [f.detach() for f in features(nchw(content))[:n_c]]
+        style_t = [gram(f).detach() for f in features(nchw(style))[n_c:]]
+
+    def evaluate(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        x = torch.from_numpy(flat.reshape(1, h, w, 3).astype(np.float32).transpose(0, 3, 1, 2).copy()).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            feats = features(x)
+        loss = sum(params.content_weight * ((f - t) ** 2).sum() for f, t in zip(feats[:n_c], content_t))
+        for f, t, lw in zip(feats[n_c:], style_t, params.layer_weights):
+            loss = loss + params.style_weight * lw * ((t - gram(f)) ** 2).sum() / (4.0 * 9 * (h * w) ** 2)
+        a = (x[:, :, : h - 1, : w - 1] - x[:, :, 1:, : w - 1]) ** 2
+        b = (x[:, :, : h - 1, : w - 1] - x[:, :, : h - 1, 1:]) ** 2
+        loss = loss + params.tv_weight * ((a + b) ** params.tv_power).sum()
+        loss.backward()
+        grad = x.grad.numpy().transpose(0, 2, 3, 1)
+        return float(loss.detach()), grad.astype(np.float64).ravel()
 
     return evaluate
 
@@ -117,6 +187,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10, help="L-BFGS iterations for the loss check")
     parser.add_argument("--repeats", type=int, default=5, help="timed evaluations per measurement")
     parser.add_argument("--weights", default=None, help="VGG19 weights file (default: ../shared, else random)")
+    parser.add_argument("--images", default=None, help="write the float32 and bfloat16 results here (PNG)")
     args = parser.parse_args()
 
     shared_w = SHARED / "vgg19" / "vgg19_imagenet_notop.weights.h5"
@@ -132,36 +203,54 @@ def main() -> None:
         style_full = rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
     print(f"weights: {weights}")
+    print(f"precision auto picks here: {vgg.resolve_precision('auto')} (native bfloat16: {vgg.native_bfloat16()})")
     engine = Engine(weights=weights)
 
     for size in args.sizes:
-        params = Params(size=(size, size), iterations=args.iterations)
         content = images.resize(images.Image.fromarray(content_full), (size, size))
         style = images.resize(images.Image.fromarray(style_full), (size, size))
         c_arr, s_arr = np.asarray(content), np.asarray(style)
-        problem = engine.prepare(c_arr, [s_arr], params)
-        seed_eval = seed_port(weights, params, c_arr, s_arr)
-        x0 = problem.x0.ravel().astype(np.float64)
+        base = Params(size=(size, size), iterations=args.iterations)
+        problems = {p: engine.prepare(c_arr, [s_arr], base.replace(precision=p)) for p in ("float32", "bfloat16")}
+        seed_eval = seed_port(weights, base, c_arr, s_arr)
+        x0 = problems["float32"].x0.ravel().astype(np.float64)
 
         t_seed = timed(seed_eval, x0, args.repeats)
-        t_eng = timed(problem.evaluate, x0, args.repeats)
-        flop = 2 * conv_gflop(tuple(params.content_layers) + tuple(params.style_layers), size, size)
+        t_eng = {p: timed(problems[p].evaluate, x0, args.repeats) for p in problems}
+        peers = {
+            name: torch_peer(weights, base, c_arr, s_arr, autocast)
+            for name, autocast in (("float32", False), ("bfloat16", True))
+        }
+        t_peer = {name: timed(fn, x0, args.repeats) for name, fn in peers.items() if fn is not None}
+        flop = 2 * conv_gflop(tuple(base.content_layers) + tuple(base.style_layers), size, size)
         mid = size // 4  # block 3: the 256-channel convs carry the largest share of the FLOPs
         ref = conv_rate(mid, mid, 256, args.repeats * 4)
-        rate = flop / t_eng
-        loss_seed = lbfgs(seed_eval, x0, args.iterations)
-        loss_eng = lbfgs(problem.evaluate, x0, args.iterations)
+        rate = flop / t_eng["float32"]
 
-        print(f"\n== {size}x{size}, {args.iterations} L-BFGS iterations ==")
-        print(f"seconds/evaluation   seed port {t_seed:8.4f}   engine {t_eng:8.4f}   speedup {t_seed / t_eng:5.2f}x")
+        print(f"\n== {size}x{size}: seconds per loss+gradient evaluation ==")
+        print(f"seed port (TF2, float32)        {t_seed:8.4f}")
+        for p, t in t_eng.items():
+            print(f"engine {p:9}                {t:8.4f}   {t_seed / t:5.2f}x the seed port")
+        for p, t in t_peer.items():
+            print(f"PyTorch peer {p:9}          {t:8.4f}   peer / engine's fastest: {t / min(t_eng.values()):5.2f}")
+        if not t_peer:
+            print("PyTorch peer: torch not installed (pip install torch==2.13.0)")
         print(
-            f"final loss           seed port {loss_seed:12.6g}   engine {loss_eng:12.6g}   "
-            f"rel. diff {abs(loss_seed - loss_eng) / abs(loss_seed):.2e}"
-        )
-        print(
-            f"conv GFLOP/eval {flop:.1f} (forward + input gradient)   engine {rate:7.1f} GFLOP/s   "
+            f"conv GFLOP/eval {flop:.1f} (forward + input gradient)   engine float32 {rate:7.1f} GFLOP/s   "
             f"3x3 conv {mid}x{mid}x256 {ref:7.1f} GFLOP/s   ratio {rate / ref:.2f}"
         )
+
+        finals = {"seed port": lbfgs(seed_eval, x0, args.iterations)}
+        for p in problems:
+            result = engine.transfer(c_arr, [s_arr], base.replace(precision=p))
+            finals[f"engine {p}"] = result.loss
+            if args.images:
+                Path(args.images).mkdir(parents=True, exist_ok=True)
+                (Path(args.images) / f"{size}-{p}.png").write_bytes(images.encode(result.image, "png"))
+        ref_loss = finals["engine float32"]
+        print(f"final loss after {args.iterations} L-BFGS iterations (seed preset):")
+        for name, loss in finals.items():
+            print(f"  {name:16} {loss:12.6g}   vs engine float32: {(loss - ref_loss) / abs(ref_loss):+.2%}")
 
 
 if __name__ == "__main__":

@@ -185,6 +185,10 @@ class Job:
             submitted_at=float(submitted_at) if submitted_at is not None else None,
         )
         job.output_format()  # a suffix that contradicts "format" is an error now, not at upload
+        if job.params.init == "image":
+            raise InvalidJob(
+                "params.init", "'image' needs an image file: only `stylequeue stylize --init-image` has one"
+            )
         return job
 
     def to_message(self) -> dict[str, Any]:

@@ -1,10 +1,17 @@
-"""The engine's options: one typed, validated object shared by the CLI, the client and the worker.
+"""The engine's options: declared once, here, with their help, units and ranges.
+
+Every option is a field of :class:`Params` whose metadata (:class:`Option`) says what it means,
+its unit, its range or choices. From that one declaration come the validation of jobs and of the
+command line, the ``stylequeue stylize`` and ``stylequeue submit`` flags
+(:mod:`producer.cli.options`), the JSON Schema of the job message (``stylequeue schema``,
+:mod:`producer.schema`) and the options tables of the README and docs/contract.md. Adding an
+option is one field here plus its implementation in the engine.
 
 The defaults reproduce the seed tutorial exactly (Gatys et al. in Keras/TF1): content at
 ``block5_conv2`` with weight 0.025, raw-Gram style loss over ``block1_conv1 … block5_conv1`` with
 weight 1, total variation with weight 1 and power 1.25, 100 L-BFGS iterations, starting from the
-content image. ``normalization="invariant"`` switches to losses that do not grow with image size
-(see :mod:`worker.losses` and the README for recommended weights).
+content image, one scale. ``normalization="invariant"`` switches to losses that do not grow with
+image size (see :mod:`worker.nst.losses` and the README for recommended weights).
 
 This module is pure Python (no NumPy, no TensorFlow) so the light client can validate jobs.
 """
@@ -12,8 +19,8 @@ This module is pure Python (no NumPy, no TensorFlow) so the light client can val
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
 from producer.errors import InvalidJob
 
@@ -21,12 +28,17 @@ from producer.errors import InvalidJob
 VGG19_CONV_LAYERS: tuple[str, ...] = tuple(
     f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for c in range(1, n + 1)
 )
+#: Output channels of each VGG19 conv layer.
+CHANNELS: dict[str, int] = dict(zip(VGG19_CONV_LAYERS, [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8))
 
 SEED_CONTENT_LAYERS: tuple[str, ...] = ("block5_conv2",)
 SEED_STYLE_LAYERS: tuple[str, ...] = tuple(f"block{b}_conv1" for b in range(1, 6))
 
-Normalization = Literal["seed", "invariant"]
-Init = Literal["content", "noise", "image"]
+#: Named per-layer style weights (normalized to sum 1 over the style layers): ``equal`` is the
+#: seed's 1/L; ``gatys`` weighs each layer by 1/N² (N its channels), as in Gatys et al.'s own
+#: weighting of the Gram terms; ``decreasing`` is crowsonkb's 256, 64, 16, 4, 1 (each layer a
+#: quarter of the one before): fine textures from the shallow layers dominate.
+LAYER_WEIGHT_PRESETS = ("equal", "gatys", "decreasing")
 
 #: Smallest output side in pixels: VGG19's four pooling layers before block 5 need 16 px.
 MIN_SIZE_PX = 16
@@ -36,54 +48,143 @@ MAX_ITERATIONS = 100_000
 
 
 @dataclass(frozen=True)
-class Params:
-    """Options of one style transfer.
+class Option:
+    """What an option is, for people and for the generators.
 
     Attributes:
-        size: Output size in pixels: an int is the longest side (aspect ratio kept), a pair is an
-            exact ``[height, width]``.
-        iterations: L-BFGS iterations (scipy's ``maxiter``); one iteration may evaluate the loss
-            more than once during its line search.
-        content_weight: Weight of the content loss (seed: 0.025).
-        style_weight: Weight of the style loss (seed: 1.0).
-        tv_weight: Weight of the total-variation loss (seed: 1.0).
-        tv_power: Exponent applied to ``dx² + dy²`` in the total-variation loss (seed: 1.25).
-        content_layers: VGG19 layers compared with the content image.
-        style_layers: VGG19 layers whose Gram matrices are compared with the style image(s).
-        style_layer_weights: One weight per style layer; ``None`` means ``1 / len(style_layers)``.
-        normalization: ``"seed"`` (raw sums, as the tutorial) or ``"invariant"`` (Gram divided by
-            C·H·W, means instead of sums; behaves the same at 128 px and 1024 px).
-        style_scale: Size of the style image(s) relative to the output, by area (1.0 = same
-            number of pixels as the output, aspect ratio kept).
-        preserve_colors: Keep the content image's colours: only the luminance is transferred.
-        init: Starting image: ``"content"`` (seed), ``"noise"`` or ``"image"`` (given by caller).
-        seed: Seed of the noise init; with it, runs on CPU are reproducible.
+        help: One line: what it does (the CLI help, the docs' tables, the schema's description).
+        kind: ``int``, ``float``, ``bool``, ``choice``, ``size`` (int or ``[h, w]``), ``layers``
+            (list of VGG19 conv layers), ``layer_weights`` (list of numbers or a preset name),
+            ``optional_int`` (int or null).
+        units: Unit of the value (``px``, ``iterations``), if any.
+        minimum: Smallest value allowed (numbers, sizes).
+        maximum: Largest value allowed.
+        choices: The values allowed (``choice``).
     """
 
-    size: int | tuple[int, int] = 512
-    iterations: int = 100
-    content_weight: float = 0.025
-    style_weight: float = 1.0
-    tv_weight: float = 1.0
-    tv_power: float = 1.25
-    content_layers: tuple[str, ...] = SEED_CONTENT_LAYERS
-    style_layers: tuple[str, ...] = SEED_STYLE_LAYERS
-    style_layer_weights: tuple[float, ...] | None = None
-    normalization: Normalization = "seed"
-    style_scale: float = 1.0
-    preserve_colors: bool = False
-    init: Init = "content"
-    seed: int | None = None
+    help: str
+    kind: str
+    units: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def option(default: Any, help: str, kind: str, **details: Any) -> Any:
+    """Declare a :class:`Params` field with its :class:`Option`."""
+    return field(default=default, metadata={"option": Option(help, kind, **details)})
+
+
+@dataclass(frozen=True)
+class Params:
+    """Options of one style transfer; see each field's :class:`Option` (``Params.options()``)."""
+
+    size: int | tuple[int, int] = option(
+        512,
+        "output size: the longest side, or [height, width] exactly",
+        "size",
+        units="px",
+        minimum=MIN_SIZE_PX,
+        maximum=MAX_SIZE_PX,
+    )
+    iterations: int = option(
+        100, "L-BFGS iterations at the output size", "int", units="iterations", minimum=1, maximum=MAX_ITERATIONS
+    )
+    content_weight: float = option(0.025, "weight of the content loss", "float", minimum=0)
+    style_weight: float = option(1.0, "weight of the style loss", "float", minimum=0)
+    tv_weight: float = option(1.0, "weight of the total-variation (smoothness) loss", "float", minimum=0)
+    tv_power: float = option(1.25, "exponent of dx² + dy² in the total variation", "float", minimum=1)
+    content_layers: tuple[str, ...] = option(
+        SEED_CONTENT_LAYERS, "VGG19 conv layers compared with the content", "layers"
+    )
+    style_layers: tuple[str, ...] = option(SEED_STYLE_LAYERS, "VGG19 conv layers compared with the style", "layers")
+    style_layer_weights: tuple[float, ...] | str = option(
+        "equal",
+        "weight of each style layer: numbers (one per layer) or equal, gatys (1/channels²), decreasing (÷4 per layer)",
+        "layer_weights",
+    )
+    style_loss: str = option(
+        "gram",
+        "style statistics: gram (Gram matrices, the seed's) or mean_std (Gram plus per-channel mean and std)",
+        "choice",
+        choices=("gram", "mean_std"),
+    )
+    normalization: str = option(
+        "seed",
+        "seed (the tutorial's sums) or invariant (means: the same look at any size)",
+        "choice",
+        choices=("seed", "invariant"),
+    )
+    style_scale: float = option(
+        1.0, "style image size relative to the output (linear; aspect kept)", "float", minimum=0.01, maximum=10
+    )
+    color: str = option(
+        "none",
+        "colour control: none, preserve (content chroma put back after), luminance (optimize luminance "
+        "only), match (style colours matched to the content's first)",
+        "choice",
+        choices=("none", "preserve", "luminance", "match"),
+    )
+    init: str = option(
+        "content",
+        "starting image: content, noise, or image (a file: stylize --init-image)",
+        "choice",
+        choices=("content", "noise", "image"),
+    )
+    seed: int | None = option(
+        None,
+        "seed of the noise init; the same seed gives the same output on CPU",
+        "optional_int",
+        minimum=0,
+        maximum=2**32 - 1,
+    )
+    precision: str = option(
+        "auto",
+        "VGG19's arithmetic: float32, bfloat16, or auto (bfloat16 where the hardware runs it natively)",
+        "choice",
+        choices=("auto", "float32", "bfloat16"),
+    )
+    scales: int = option(
+        1,
+        "coarse-to-fine levels, each √2 smaller than the next, the last at the output size",
+        "int",
+        minimum=1,
+        maximum=8,
+    )
+    scale_iterations: int | None = option(
+        None,
+        "L-BFGS iterations at each coarser level (default: iterations)",
+        "optional_int",
+        units="iterations",
+        minimum=1,
+        maximum=MAX_ITERATIONS,
+    )
+    tolerance: float = option(
+        0.0,
+        "stop early once the loss improved by less than this fraction over tolerance_window iterations (0: off)",
+        "float",
+        minimum=0,
+        maximum=1,
+    )
+    tolerance_window: int = option(10, "iterations the tolerance looks back over", "int", minimum=1, maximum=1000)
 
     def __post_init__(self) -> None:
         """Validate every field; raise :class:`InvalidJob` naming the first bad one."""
         self._check()
+
+    @classmethod
+    def options(cls) -> list[tuple[Field[Any], Option]]:
+        """Every option: its dataclass field (name, default) and its :class:`Option`."""
+        return [(f, f.metadata["option"]) for f in fields(cls)]
 
     # -- (de)serialization -------------------------------------------------------------------
 
     @classmethod
     def from_dict(cls, data: Any, prefix: str = "params") -> Params:
         """Build from a JSON object, rejecting unknown fields, wrong types and bad values.
+
+        ``preserve_colors: true`` (contract version 1 before ``color``) is read as
+        ``color: "preserve"``.
 
         Args:
             data: The decoded JSON object (``None`` means all defaults).
@@ -96,13 +197,18 @@ class Params:
             return cls()
         if not isinstance(data, dict):
             raise InvalidJob(prefix, f"must be an object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        data = dict(data)
+        legacy = data.pop("preserve_colors", None)
+        if legacy is not None:
+            if not isinstance(legacy, bool):
+                raise InvalidJob(f"{prefix}.preserve_colors", f"must be true or false, got {legacy!r}")
+            if legacy:
+                data.setdefault("color", "preserve")
+        known = {f.name: opt for f, opt in cls.options()}
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise InvalidJob(f"{prefix}.{unknown[0]}", f"unknown option (known: {', '.join(sorted(known))})")
-        kwargs: dict[str, Any] = {}
-        for name, value in data.items():
-            kwargs[name] = _coerce(f"{prefix}.{name}", name, value)
+        kwargs = {name: _coerce(f"{prefix}.{name}", known[name], value) for name, value in data.items()}
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +225,15 @@ class Params:
     # -- validation ----------------------------------------------------------------------------
 
     def _check(self) -> None:
+        for f, opt in self.options():
+            value = getattr(self, f.name)
+            where = f"params.{f.name}"
+            if opt.kind in ("int", "float") or (opt.kind == "optional_int" and value is not None):
+                if opt.kind == "float":
+                    _finite(where, value)
+                _in_range(where, value, opt)
+            elif opt.kind == "choice" and value not in opt.choices:
+                raise InvalidJob(where, f"{value!r} is not one of {', '.join(opt.choices)}")
         size = self.size
         sides = (size,) if isinstance(size, int) else tuple(size)
         if len(sides) not in (1, 2) or not all(isinstance(s, int) and not isinstance(s, bool) for s in sides):
@@ -126,14 +241,6 @@ class Params:
         for s in sides:
             if not MIN_SIZE_PX <= s <= MAX_SIZE_PX:
                 raise InvalidJob("params.size", f"{s} px is out of range [{MIN_SIZE_PX}, {MAX_SIZE_PX}]")
-        if not 1 <= self.iterations <= MAX_ITERATIONS:
-            raise InvalidJob("params.iterations", f"{self.iterations} is out of range [1, {MAX_ITERATIONS}]")
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            _finite_at_least(f"params.{name}", getattr(self, name), 0.0)
-        _finite_at_least("params.tv_power", self.tv_power, 1.0)
-        _finite_at_least("params.style_scale", self.style_scale, 0.01)
-        if self.style_scale > 10:
-            raise InvalidJob("params.style_scale", f"{self.style_scale} is out of range [0.01, 10]")
         for name in ("content_layers", "style_layers"):
             layers = getattr(self, name)
             if not layers:
@@ -143,47 +250,59 @@ class Params:
             for layer in layers:
                 if layer not in VGG19_CONV_LAYERS:
                     raise InvalidJob(f"params.{name}", f"{layer!r} is not a VGG19 conv layer")
-        if self.style_layer_weights is not None:
-            if len(self.style_layer_weights) != len(self.style_layers):
+        weights = self.style_layer_weights
+        if isinstance(weights, str):
+            if weights not in LAYER_WEIGHT_PRESETS:
+                raise InvalidJob(
+                    "params.style_layer_weights",
+                    f"{weights!r} is not a list of numbers nor one of {', '.join(LAYER_WEIGHT_PRESETS)}",
+                )
+        else:
+            if len(weights) != len(self.style_layers):
                 raise InvalidJob("params.style_layer_weights", "needs one weight per style layer")
-            for w in self.style_layer_weights:
-                _finite_at_least("params.style_layer_weights", w, 0.0)
-        if self.normalization not in ("seed", "invariant"):
-            raise InvalidJob("params.normalization", f"{self.normalization!r} is not 'seed' or 'invariant'")
-        if self.init not in ("content", "noise", "image"):
-            raise InvalidJob("params.init", f"{self.init!r} is not 'content', 'noise' or 'image'")
-        if self.seed is not None and not 0 <= self.seed < 2**32:
-            raise InvalidJob("params.seed", f"{self.seed} is out of range [0, 2**32)")
+            for w in weights:
+                _finite("params.style_layer_weights", w)
+                if w < 0:
+                    raise InvalidJob("params.style_layer_weights", f"{w} must be >= 0")
+            if sum(weights) <= 0:
+                raise InvalidJob("params.style_layer_weights", "must not all be 0")
 
     @property
     def layer_weights(self) -> tuple[float, ...]:
-        """Per-style-layer weights, defaulting to ``1 / len(style_layers)`` each (the seed)."""
-        if self.style_layer_weights is not None:
-            return self.style_layer_weights
-        return tuple(1.0 / len(self.style_layers) for _ in self.style_layers)
+        """Per-style-layer weights: the given numbers, or the preset's, normalized to sum 1."""
+        weights = self.style_layer_weights
+        if weights == "gatys":
+            raw: tuple[float, ...] = tuple(1.0 / CHANNELS[layer] ** 2 for layer in self.style_layers)
+        elif weights == "decreasing":
+            raw = tuple(4.0**-i for i in range(len(self.style_layers)))
+        elif weights == "equal":
+            raw = (1.0,) * len(self.style_layers)
+        else:
+            raw = tuple(weights)  # type: ignore[arg-type]
+        total = sum(raw)
+        return tuple(w / total for w in raw)
 
 
-def _finite_at_least(name: str, value: float, low: float) -> None:
-    if not math.isfinite(value) or value < low:
-        raise InvalidJob(name, f"{value} must be a finite number >= {low}")
+def _finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise InvalidJob(name, f"{value} must be a finite number")
 
 
-_TYPES: dict[str, str] = {
-    "iterations": "int",
-    "seed": "int?",
-    "content_weight": "float",
-    "style_weight": "float",
-    "tv_weight": "float",
-    "tv_power": "float",
-    "style_scale": "float",
-    "content_layers": "strs",
-    "style_layers": "strs",
-    "style_layer_weights": "floats?",
-    "normalization": "str",
-    "init": "str",
-    "preserve_colors": "bool",
-    "size": "size",
-}
+def _in_range(name: str, value: float, opt: Option) -> None:
+    low, high = opt.minimum, opt.maximum
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidJob(name, f"{value} is out of range [{_num(low)}, {_num(high)}]")
+
+
+def _num(v: float | None) -> str:
+    return number_text(v)
+
+
+def number_text(value: float | None) -> str:
+    """A bound as people write it: ``0``, ``0.01``, ``4294967295`` (empty for none)."""
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _is_int(v: Any) -> bool:
@@ -194,41 +313,43 @@ def _is_num(v: Any) -> bool:
     return _is_int(v) or isinstance(v, float)
 
 
-def _coerce(path: str, name: str, value: Any) -> Any:
-    """Check one JSON value's type and convert lists to tuples; raise InvalidJob on a mismatch."""
-    kind = _TYPES[name]
-    if kind.endswith("?"):
-        if value is None:
-            return None
-        kind = kind[:-1]
-    ok: bool
+#: What each kind of option accepts, for error messages.
+EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "choice": "a string",
+    "size": "an integer or a [height, width] pair",
+    "layers": "a list of strings",
+    "layer_weights": "a list of numbers or a preset name",
+    "optional_int": "an integer or null",
+}
+
+
+def _coerce(path: str, opt: Option, value: Any) -> Any:
+    """Check one JSON value's type by its option's kind and convert lists to tuples."""
+    kind = opt.kind
     if kind == "int":
         ok = _is_int(value)
+    elif kind == "optional_int":
+        ok = value is None or _is_int(value)
     elif kind == "float":
         ok = _is_num(value)
         value = float(value) if ok else value
-    elif kind == "str":
+    elif kind == "choice":
         ok = isinstance(value, str)
     elif kind == "bool":
         ok = isinstance(value, bool)
-    elif kind == "strs":
+    elif kind == "layers":
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
-    elif kind == "floats":
-        ok = isinstance(value, (list, tuple)) and all(_is_num(v) for v in value)
-        value = tuple(float(v) for v in value) if ok else value
+    elif kind == "layer_weights":
+        value = "equal" if value is None else value  # null: the default, as before presets existed
+        ok = isinstance(value, str) or (isinstance(value, (list, tuple)) and all(_is_num(v) for v in value))
+        value = value if isinstance(value, str) or not ok else tuple(float(v) for v in value)
     else:  # size: int or [h, w]
         ok = _is_int(value) or (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value))
         value = tuple(value) if ok and not _is_int(value) else value
     if not ok:
-        expected = {
-            "int": "an integer",
-            "float": "a number",
-            "str": "a string",
-            "bool": "true or false",
-            "strs": "a list of strings",
-            "floats": "a list of numbers",
-            "size": "an integer or a [height, width] pair",
-        }[kind]
-        raise InvalidJob(path, f"must be {expected}, got {type(value).__name__} {value!r}"[:200])
+        raise InvalidJob(path, f"must be {EXPECTED[kind]}, got {type(value).__name__} {value!r}"[:200])
     return value

@@ -76,6 +76,8 @@ class JobProgress(_Message):
         style_loss: Weighted style part of ``loss``.
         tv_loss: Weighted total-variation part of ``loss``.
         elapsed_s: Seconds since this run's start.
+        level: The coarse-to-fine level (``params.scales``), 1-based.
+        levels: How many levels the job has.
     """
 
     job_id: str
@@ -86,6 +88,8 @@ class JobProgress(_Message):
     style_loss: float = 0.0
     tv_loss: float = 0.0
     elapsed_s: float = 0.0
+    level: int = 1
+    levels: int = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class JobResult(_Message):
         seconds: Wall time of the run that finished it.
         seconds_per_iteration: Mean seconds per iteration of that run.
         resumed_from: Iteration of the checkpoint that run started from (0: from scratch).
+        stopped: Why the optimization ended: ``iterations`` (all done), ``tolerance`` (the loss
+            stopped improving, ``params.tolerance``) or ``converged`` (L-BFGS's own criteria).
     """
 
     job_id: str
@@ -117,6 +123,7 @@ class JobResult(_Message):
     seconds: float
     seconds_per_iteration: float
     resumed_from: int = 0
+    stopped: str = "iterations"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ standard AWS chain and are never logged.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.contract import ObjectRef
+from producer.digest import sha256_file
 from producer.errors import (
     BucketNotAllowed,
     ImageError,
@@ -72,15 +72,6 @@ def make_client(settings: Settings, **credentials: str) -> Any:
     return boto3.client(
         "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config, **credentials
     )
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ from helpers import WorkerProcess, png_bytes, random_rgb
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A VGG19 (no top) Keras weights file with seeded random weights, loaded like real ones."""
-    from worker import vgg
+    from worker.nst import vgg
 
     return vgg.save_random_weights(tmp_path_factory.mktemp("weights") / "vgg19_random.weights.h5", seed=1)
 
 
 @pytest.fixture(scope="session")
 def engine(weights_file: str) -> Any:
-    from worker.engine import Engine
+    from worker.nst.engine import Engine
 
     return Engine(weights=weights_file)
 
@@ -62,7 +62,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, An
 def stack_env(services: tuple[Any, Any], weights_file: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of the worker and client processes; the weights come from the store."""
     from producer.devstack import DEV_KEY, free_port
-    from producer.storage import sha256_file
+    from producer.digest import sha256_file
 
     redis, s3 = services
     s3.client().upload_file(weights_file, "models", "vgg19/random.weights.h5")

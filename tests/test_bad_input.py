@@ -224,8 +224,6 @@ def test_redis_auth(stack_env, inputs, tmp_path) -> None:
 def test_jobs_never_write_outside_the_output_buckets_nor_over_foreign_objects(client, worker, store, inputs) -> None:
     """Write isolation: an input bucket is not writable, and an existing object that stylequeue did
     not write (a photo, the model) is never overwritten; the weights stay intact."""
-    from producer.storage import sha256_file  # noqa: F401 - the same hash the workers check
-
     weights_before = hashlib.sha256(store.get(ObjectRef("models", "vgg19/random.weights.h5"))).hexdigest()
     in_inputs = client.app.send_task(
         TASK_NAME,

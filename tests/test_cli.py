@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import cli, png_bytes, random_rgb
 
-from worker import images
+from worker.nst import images
 
 run = cli
 
@@ -37,7 +37,8 @@ def test_stylize_writes_the_image(tmp_path: Path, pair: tuple[str, str], weights
         weights_file,
         "--style-blend",
         "2,1",
-        "--preserve-colors",
+        "--color",
+        "preserve",
         "--seed",
         "1",
     )
@@ -112,3 +113,33 @@ def test_samples(tmp_path: Path) -> None:
     style = images.load((tmp_path / "style.png").read_bytes())
     assert content.shape == (288, 384, 3) and style.shape == (320, 320, 3)
     assert content.std() > 20 and np.unique(style.reshape(-1, 3), axis=0).shape[0] > 5
+
+
+@pytest.mark.slow
+def test_stylize_with_levels_and_snapshots(tmp_path: Path, pair: tuple[str, str], weights_file: str) -> None:
+    out = tmp_path / "r.png"
+    proc = run(
+        "stylize",
+        *pair,
+        "-o",
+        str(out),
+        "--size",
+        "48",
+        "--iterations",
+        "2",
+        "--scales",
+        "2",
+        "--scale-iterations",
+        "2",
+        "--save-every",
+        "2",
+        "--color",
+        "luminance",
+        "--weights",
+        weights_file,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "level 1/2" in proc.stderr and "level 2/2" in proc.stderr
+    assert sorted(p.name for p in tmp_path.glob("r.*.png")) == ["r.0002.png", "r.0004.png"]
+    assert images.load((tmp_path / "r.0002.png").read_bytes()).shape[:2] == (24, 34)  # the first level's size
+    assert images.load(out.read_bytes()).shape == (36, 48, 3)

@@ -68,7 +68,7 @@ def test_one_gpu_service_per_gpu(compose: dict) -> None:
 
 def test_workers_run_the_same_command_everywhere(compose: dict) -> None:
     from producer.settings import Settings
-    from worker.commands import worker_argv
+    from producer.cli.operate import worker_argv
 
     workers = [s for name, s in compose["services"].items() if name.startswith("worker-")]
     assert {tuple(s["command"][:2]) for s in workers} == {("stylequeue", "worker")}
@@ -76,7 +76,7 @@ def test_workers_run_the_same_command_everywhere(compose: dict) -> None:
     assert list(cmd.value) == ["stylequeue", "worker"]
     k8s = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "worker.yaml").read_text()))
     assert k8s[0]["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["stylequeue", "worker"]
-    dev_source = (ROOT / "worker" / "dev.py").read_text()
+    dev_source = (ROOT / "producer" / "cli" / "dev.py").read_text()
     assert '"producer.cli", "worker"' in dev_source  # stylequeue dev starts `stylequeue worker` too
     argv = worker_argv(Settings(), 2, "n@%h", "INFO", [])
     assert argv[1:6] == ["-m", "celery", "-A", "worker.app", "worker"] and "--pool" in argv

@@ -1,13 +1,14 @@
 import keras
+from PIL import Image
 import numpy as np
 import pytest
 from helpers import random_rgb
 
 from producer.errors import ImageError, InvalidJob, WeightsError
 from producer.params import Params
-from producer.storage import sha256_file
-from worker import vgg
-from worker.engine import Engine, Progress, deprocess, preprocess
+from producer.digest import sha256_file
+from worker.nst import vgg
+from worker.nst.engine import Engine, Progress, deprocess, preprocess
 
 SMALL = Params(size=(32, 48), iterations=4)
 
@@ -29,7 +30,7 @@ def test_seed_loss_equals_straightforward_computation(engine: Engine, weights_fi
     """The engine's loss equals the tutorial's formulas computed on a separately built full VGG19."""
     h, w = 32, 48
     content, style = random_rgb(h, w, 1), random_rgb(h, w, 2)
-    problem = engine.prepare(content, [style], Params(size=(h, w)))
+    problem = engine.prepare(content, [style], Params(size=(h, w), precision="float32"))
     x = preprocess(random_rgb(h, w, 3))
     loss, parts, _ = problem.loss_and_grad(x)
 
@@ -83,7 +84,7 @@ def test_loss_decreases_and_progress_is_reported(engine: Engine, content: np.nda
 
 def test_callback_can_stop_early(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
     result = engine.transfer(content, [style], Params(size=32, iterations=50), callback=lambda p: p.iteration >= 2)
-    assert result.iterations == 2 and result.stopped_early
+    assert result.iterations == 2 and result.stopped == "callback"
 
 
 def test_same_seed_same_output(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
@@ -134,7 +135,7 @@ def test_several_styles_blend(engine: Engine, content: np.ndarray) -> None:
 def test_preserve_colors_keeps_content_chroma(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
     from PIL import Image
 
-    result = engine.transfer(content, [style], Params(size=48, iterations=2, preserve_colors=True))
+    result = engine.transfer(content, [style], Params(size=48, iterations=2, color="preserve"))
     ycc = np.asarray(Image.fromarray(result.image).convert("YCbCr"), np.int16)
     ref = np.asarray(Image.fromarray(content).resize((48, 36)).convert("YCbCr"), np.int16)
     assert np.abs(ycc[..., 1:] - ref[..., 1:]).mean() < 3
@@ -185,3 +186,163 @@ def test_imagenet_without_network_says_how_to_give_a_file(monkeypatch: pytest.Mo
     monkeypatch.setattr("keras.src.utils.file_utils.get_file", no_network)
     with pytest.raises(WeightsError, match="--weights PATH"):
         vgg.feature_model("imagenet", ["block1_conv1"], sha256=None)
+
+
+def test_bfloat16_loss_and_gradient_are_close_to_float32(engine: Engine) -> None:
+    """bfloat16 convolutions, float32 losses: the objective and its gradient barely move."""
+    content, style, x = random_rgb(32, 32, 1), random_rgb(32, 32, 2), preprocess(random_rgb(32, 32, 3))
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        params = Params(size=32, normalization="invariant", content_weight=1, style_weight=200, precision=precision)
+        results[precision] = engine.prepare(content, [style], params).loss_and_grad(x)
+    (l32, p32, g32), (l16, p16, g16) = results["float32"], results["bfloat16"]
+    assert l16 == pytest.approx(l32, rel=0.03)
+    np.testing.assert_allclose(p16, p32, rtol=0.05)
+    cosine = float(np.sum(g16 * g32) / (np.linalg.norm(g16) * np.linalg.norm(g32)))
+    assert cosine > 0.99
+    assert engine.precision(Params(precision="auto")) in ("float32", "bfloat16")
+
+
+def test_auto_precision_is_float32_without_native_bfloat16() -> None:
+    from worker.nst.vgg import native_bfloat16, resolve_precision
+
+    assert resolve_precision("bfloat16") == "bfloat16" and resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
+
+
+def test_coarse_to_fine_levels_and_progress_across_them(engine: Engine) -> None:
+    content, style = random_rgb(48, 64, 1), random_rgb(40, 40, 2)
+    params = Params(size=64, iterations=3, scales=3, scale_iterations=2, init="noise", seed=1)
+    plan = engine.plan(content.shape[:2], params)
+    assert [(lv.height, lv.width) for lv in plan] == [(24, 32), (34, 45), (48, 64)]  # ÷√2 per level
+    assert [lv.iterations for lv in plan] == [2, 2, 3]
+    seen: list[Progress] = []
+    result = engine.transfer(content, [style], params, callback=seen.append)
+    assert [p.iteration for p in seen] == list(range(1, 8)) and {p.total for p in seen} == {7}
+    assert [p.level for p in seen] == [1, 1, 2, 2, 3, 3, 3] and {p.levels for p in seen} == {3}
+    assert result.image.shape == (48, 64, 3) and result.iterations == 7
+    assert len(engine.plan((20, 20), Params(size=16, scales=4))) == 1  # no level under VGG19's minimum
+
+
+def test_a_state_resumes_the_pyramid_where_it_was(engine: Engine) -> None:
+    """A checkpoint taken at level 2 resumes there, counting on: what a crashed job's takeover does."""
+    content, style = random_rgb(48, 64, 1), random_rgb(40, 40, 2)
+    params = Params(size=64, iterations=3, scales=2, scale_iterations=2, init="noise", seed=2)
+    states = []
+    engine.transfer(content, [style], params, on_state=states.append)
+    mid = next(s for s in states if s.level == 1 and s.iteration == 3)
+    seen: list[Progress] = []
+    result = engine.transfer(content, [style], params, callback=seen.append, resume=mid)
+    assert result.resumed_from == 3 and [p.iteration for p in seen] == [4, 5] and result.iterations == 5
+
+
+def test_luminance_mode_keeps_the_content_chroma(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    from worker.nst import colour
+
+    result = engine.transfer(content, [style], Params(size=48, iterations=3, color="luminance"))
+    ref = np.asarray(Image.fromarray(content).resize((48, 36)))
+    diff = np.abs(colour.chroma(result.image).astype(int) - colour.chroma(ref).astype(int))
+    assert diff.mean() < 1.0 and (diff > 2).mean() < 0.05  # equal, but for RGB gamut clipping
+
+
+def test_match_gives_the_style_the_contents_colour_statistics() -> None:
+    from worker.nst import colour
+
+    content, style = random_rgb(40, 40, 3), random_rgb(40, 40, 4)[..., ::-1].copy()
+    matched = colour.match(style, content).reshape(-1, 3).astype(float)
+    c = content.reshape(-1, 3).astype(float)
+    # Equal, up to the clipping of colours that fall outside 0…255.
+    np.testing.assert_allclose(matched.mean(0), c.mean(0), atol=4)
+    np.testing.assert_allclose(np.cov(matched, rowvar=False), np.cov(c, rowvar=False), rtol=0.15, atol=40)
+
+
+def test_match_mode_runs(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    assert engine.transfer(content, [style], Params(size=32, iterations=2, color="match")).image.shape == (24, 32, 3)
+
+
+@pytest.mark.parametrize("normalization", ["seed", "invariant"])
+def test_mean_std_style_loss_equals_a_numpy_computation(engine: Engine, normalization: str) -> None:
+    h = w = 32
+    content, style, x_rgb = random_rgb(h, w, 1), random_rgb(h, w, 2), random_rgb(h, w, 3)
+    layers = ("block1_conv1", "block2_conv1", "block3_conv1")
+    params = Params(
+        size=(h, w),
+        style_layers=layers,
+        style_loss="mean_std",
+        normalization=normalization,
+        precision="float32",
+        style_layer_weights="decreasing",
+    )
+    _, parts, _ = engine.prepare(content, [style], params).loss_and_grad(preprocess(x_rgb))
+
+    def stats(rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+        out = []
+        for f in engine._features(params, rgb)[1:]:
+            flat = np.asarray(f, np.float64).reshape(-1, f.shape[-1])
+            mu = flat.mean(0)
+            out.append((flat.T @ flat / len(flat), np.outer(mu, mu), (flat**2).mean(0) - mu**2, len(flat)))
+        return out
+
+    expected = 0.0
+    for weight, (ts, tm, tv, n), (gs, gm, gv, _) in zip(params.layer_weights, stats(style), stats(x_rgb)):
+        c = ts.shape[0]
+        if normalization == "seed":
+            dist = lambda a, b: float(np.sum((n * (a - b)) ** 2)) / (36.0 * (h * w) ** 2)  # noqa: E731
+        else:
+            dist = lambda a, b: float(np.mean(((a - b) / c) ** 2))  # noqa: E731, B023
+        expected += weight * (dist(ts, gs) + dist(tm, gm) + dist(tv, gv))
+    assert parts[1] == pytest.approx(params.style_weight * expected, rel=2e-3)
+
+
+def test_layer_weight_presets() -> None:
+    assert Params().layer_weights == (0.2,) * 5
+    decreasing = Params(style_layer_weights="decreasing").layer_weights
+    assert decreasing[0] / decreasing[1] == pytest.approx(4) and sum(decreasing) == pytest.approx(1)
+    gatys = Params(style_layer_weights="gatys").layer_weights
+    assert gatys[0] / gatys[1] == pytest.approx((128 / 64) ** 2) and sum(gatys) == pytest.approx(1)
+    assert Params(style_layer_weights=(1.0, 1.0, 2.0, 0.0, 0.0)).layer_weights == (0.25, 0.25, 0.5, 0.0, 0.0)
+
+
+def test_early_stop_on_tolerance(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    params = Params(size=32, iterations=200, tolerance=0.5, tolerance_window=2)  # stop once 2 steps gain < 50%
+    result = engine.transfer(content, [style], params)
+    assert result.stopped == "tolerance" and 3 <= result.iterations < 200
+    losses = [p.loss for p in result.history]
+    assert losses[-3] - losses[-1] < 0.5 * losses[-3]
+
+
+def test_snapshots_every_k_iterations(engine: Engine, content: np.ndarray, style: np.ndarray) -> None:
+    shots: list[tuple[int, tuple[int, ...]]] = []
+    engine.transfer(
+        content,
+        [style],
+        Params(size=32, iterations=6),
+        on_snapshot=lambda n, img: shots.append((n, img.shape)),
+        snapshot_every=2,
+    )
+    assert shots == [(2, (24, 32, 3)), (4, (24, 32, 3)), (6, (24, 32, 3))]
+
+
+def test_invariant_balance_does_not_drift_between_levels(engine: Engine) -> None:
+    """The same picture at the sizes of a 3-level pyramid: the content/style balance stays put with
+    `invariant`, and drifts with `seed` (whose content term is a sum over pixels)."""
+    content, style, gen = random_rgb(64, 64, 1), random_rgb(64, 64, 2), random_rgb(64, 64, 7)
+    drift = {}
+    for norm in ("seed", "invariant"):
+        params = Params(
+            size=64,
+            scales=3,
+            normalization=norm,
+            precision="float32",
+            content_layers=("block3_conv1",),
+            style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
+        )
+        balances = []
+        for level in engine.plan(content.shape[:2], params):
+            size = (level.height, level.width)
+            problem = engine.prepare(content, [style], params, size=size)
+            x = np.asarray(Image.fromarray(gen).resize(size[::-1], Image.Resampling.BICUBIC))
+            c, s, _ = problem.loss_and_grad(preprocess(x))[1]
+            balances.append(c / s)
+        drift[norm] = max(balances) / min(balances)
+    assert drift["invariant"] < 1.6 < drift["seed"]

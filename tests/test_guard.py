@@ -16,6 +16,7 @@ from producer.contract import Job, ObjectRef
 from producer.states import FAILURE, SUCCESS, FinalState
 from worker.checkpoint import Checkpointer, fingerprint
 from worker.guard import JobRecord, Lease, Superseded, split
+from worker.nst.engine import State
 
 
 def test_lease_is_exclusive_renewed_and_released(fresh_redis: Any) -> None:
@@ -115,32 +116,32 @@ def test_checkpoints_are_fenced_by_conditional_writes(store: Any, fresh_redis: A
     job = Job.from_message(
         {"content": "s3://inputs/c.png", "style": "s3://inputs/s.png", "output": "s3://outputs/ck/r.png"}
     )
-    fp = fingerprint(job, (1, 4, 4, 3))
-    x = np.arange(48, dtype=np.float32)
+    fp = fingerprint(job, (4, 4))
+    x = np.arange(48, dtype=np.float32).reshape(1, 4, 4, 3)
     store.delete(ObjectRef("outputs", "ck/r.png.checkpoint.npz"))
 
     stale_lease = Lease(fresh_redis, "ck", "t1", ttl_s=30)
     assert stale_lease.acquire()
     stale = Checkpointer(store, job.output, "ck", fp, every_iterations=5, every_s=1e9, lease=stale_lease)
     assert stale.load() is None
-    stale.maybe_save(5, x)
+    stale.maybe_save(State(0, 5, x))
     stale_lease._stop.set()
     fresh_redis.delete(stale_lease.key)  # the stale run froze; its lease expired
 
     owner_lease = Lease(fresh_redis, "ck", "t2", ttl_s=30)
     assert owner_lease.acquire()
     owner = Checkpointer(store, job.output, "ck", fp, 5, 1e9, owner_lease)
-    assert owner.load()[0] == 5
-    owner.maybe_save(10, x + 1)
+    assert owner.load().iteration == 5
+    owner.maybe_save(State(0, 10, x + 1))
     with pytest.raises(Superseded):  # the stale run wakes up: its save is refused
-        stale.maybe_save(10, x + 99)
-    assert Checkpointer(store, job.output, "ck", fp, 5, 1e9).load()[0] == 10
+        stale.maybe_save(State(0, 10, x + 99))
+    assert Checkpointer(store, job.output, "ck", fp, 5, 1e9).load().iteration == 10
 
     # A stale write slipped in between the owner's saves (its ETag moved): the owner writes over it.
     store.put(owner.ref, b"junk", "application/x-npz", {"job-id": "ck"})
-    owner.maybe_save(15, x + 2)
-    iteration, saved = Checkpointer(store, job.output, "ck", fp, 5, 1e9).load()
-    assert iteration == 15 and np.array_equal(saved, x + 2)
+    owner.maybe_save(State(1, 15, x + 2))
+    saved = Checkpointer(store, job.output, "ck", fp, 5, 1e9).load()
+    assert (saved.level, saved.iteration) == (1, 15) and np.array_equal(saved.x, x + 2)
     owner.delete()
     assert store.stat(owner.ref) is None
     owner_lease.release()
@@ -156,7 +157,7 @@ def test_a_foreign_object_at_the_checkpoint_key_is_left_alone(store: Any) -> Non
     store.put(ref, b"someone's file", "application/octet-stream")
     ck = Checkpointer(store, job.output, "ck2", fingerprint(job), 1, 1e9)
     assert ck.load() is None and ck.foreign
-    ck.maybe_save(1, np.zeros(3, np.float32))
+    ck.maybe_save(State(0, 1, np.zeros((1, 4, 4, 3), np.float32)))
     ck.delete()
     assert store.get(ref) == b"someone's file"
 

@@ -8,7 +8,7 @@ from helpers import png_bytes, random_rgb
 from PIL import Image
 
 from producer.errors import ImageError
-from worker import images
+from worker.nst import images
 
 
 def test_empty_bytes() -> None:

@@ -7,7 +7,8 @@ import sys
 def test_importing_producer_does_not_import_tensorflow() -> None:
     code = (
         "import sys, producer, producer.cli, producer.params, producer.settings, producer.errors\n"
-        "import producer.client, producer.commands, producer.contract, producer.storage, producer.app\n"
+        "import producer.client, producer.cli.jobs, producer.contract, producer.storage, producer.app\n"
+        "import producer.cli.options, producer.cli.stylize, producer.cli.operate, producer.cli.dev, producer.schema\n"
         "import producer.queues, producer.exporter, producer.devstack, producer.wire, producer.registry\n"
         "import producer.keys, producer.states, producer.formats, producer.access, producer.retrying\n"
         "import producer.broker, producer.deadletters\n"

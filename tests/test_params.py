@@ -19,7 +19,7 @@ def test_round_trip_through_json_dict() -> None:
         iterations=7,
         style_layers=("block1_conv1", "block2_conv1"),
         style_layer_weights=(0.5, 2.0),
-        preserve_colors=True,
+        color="preserve",
         seed=3,
     )
     assert Params.from_dict(p.to_dict()) == p

@@ -15,7 +15,8 @@ from producer.errors import (
     WriteConflict,
 )
 from producer.settings import Settings
-from producer.storage import Store, sha256_file
+from producer.digest import sha256_file
+from producer.storage import Store
 
 REF = ObjectRef("photos", "a.png")
 

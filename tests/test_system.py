@@ -13,7 +13,7 @@ from helpers import own_workers, wait_for
 
 from producer.contract import TASK_NAME, ObjectRef
 from producer.errors import InvalidJob, JobFailed
-from worker import images
+from worker.nst import images
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +66,12 @@ def test_cli_submit_wait_and_status(stack_env, worker, tmp_path) -> None:
             "inputs",
             "--output",
             "s3://outputs/cli/",
-            "--param",
-            "size=32",
-            "--param",
-            "iterations=3",
-            "--param",
-            "preserve_colors=true",
+            "--size",
+            "32",
+            "--iterations",
+            "3",
+            "--color",
+            "preserve",
             "--wait",
             "--timeout",
             "120",
@@ -216,3 +216,15 @@ def test_priorities_land_in_per_priority_lists(client, stack_env) -> None:
     assert [r.llen(q) for q in names] == [3, 1, 1]
     with pytest.raises(InvalidJob, match="priority"):
         idle.send(msg, priority=10)
+
+
+def test_a_job_with_levels_reports_them_and_its_stop(client, worker, inputs) -> None:
+    """Coarse-to-fine levels and an early stop through the job system: progress says the level,
+    the result why it stopped."""
+    seen = []
+    params = {"size": 48, "iterations": 30, "scales": 2, "scale_iterations": 2, "tolerance": 0.9, "tolerance_window": 1}
+    result = client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/levels/", params).wait(
+        timeout=120, on_progress=seen.append
+    )
+    assert {p.levels for p in seen} == {2} and [p.level for p in seen][:2] == [1, 1] and seen[-1].level == 2
+    assert result.stopped == "tolerance" and result.iterations < 32

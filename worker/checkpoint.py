@@ -1,8 +1,9 @@
 """Checkpoints: the optimization state saved next to the job's output, so a crash costs little.
 
-Every ``every_iterations`` iterations or ``every_s`` seconds (whichever comes first) the current
-image (the optimizer's float32 variable, not a rounded PNG) and the iteration count are written
-to ``<output key>.checkpoint.npz``. A run that takes a job over after a crash starts from there;
+Every ``every_iterations`` iterations or ``every_s`` seconds (whichever comes first) the engine's
+:class:`~worker.nst.engine.State` (the optimizer's float32 image, not a rounded PNG, the iteration
+count and the coarse-to-fine level) is written to ``<output key>.checkpoint.npz``. A run that
+takes a job over after a crash starts from there;
 the checkpoint is deleted when the job succeeds. L-BFGS restarts its curvature memory on resume,
 so the loss continues from the checkpoint's value but the next few steps are shorter.
 
@@ -27,6 +28,7 @@ import numpy as np
 from producer.contract import Job, ObjectRef
 from producer.errors import ObjectNotFound, StylequeueError, WriteConflict
 from producer.storage import Store
+from worker.nst.engine import State
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,8 @@ class Checkpointer:
         #: An object that is not this job's checkpoint sits at the key: left alone, no checkpoints.
         self.foreign = False
 
-    def load(self) -> tuple[int, np.ndarray] | None:
-        """The saved ``(iteration, x)``, or ``None`` (none saved, or saved for other inputs/shape)."""
+    def load(self) -> State | None:
+        """The saved state, or ``None`` (none saved, or saved for other inputs or a different shape)."""
         try:
             obj = self.store.read(self.ref)
         except ObjectNotFound:
@@ -100,14 +102,14 @@ class Checkpointer:
                 if str(npz["fingerprint"]) != self.fingerprint:
                     log.warning("%s belongs to other inputs or parameters: ignored", self.ref.uri)
                     return None
-                iteration, x = int(npz["iteration"]), np.asarray(npz["x"], np.float32)
+                state = State(int(npz["level"]), int(npz["iteration"]), np.asarray(npz["x"], np.float32))
         except (OSError, ValueError, KeyError) as e:
             log.warning("%s is unreadable (%s): ignored", self.ref.uri, e)
             return None
-        self._last_iteration = self.saved_iteration = iteration
-        return iteration, x
+        self._last_iteration = self.saved_iteration = state.iteration
+        return state
 
-    def maybe_save(self, iteration: int, x: np.ndarray) -> None:
+    def maybe_save(self, state: State) -> None:
         """Save if enough iterations or seconds went by.
 
         A store failure only logs (best effort); losing the job to another run raises
@@ -115,11 +117,14 @@ class Checkpointer:
         """
         if self.foreign:
             return
+        iteration = state.iteration
         due = iteration - self._last_iteration >= self.every_iterations
         if not due and time.monotonic() - self._last_time < self.every_s:
             return
         buf = io.BytesIO()
-        np.savez(buf, x=np.asarray(x, np.float32), iteration=iteration, fingerprint=self.fingerprint)
+        np.savez(
+            buf, x=np.asarray(state.x, np.float32), iteration=iteration, level=state.level, fingerprint=self.fingerprint
+        )
         try:
             self._write(buf.getvalue(), iteration)
         except WriteConflict:

@@ -27,9 +27,9 @@ from producer.contract import Job, ObjectRef
 from producer.errors import InvalidJob, StoreUnavailable, WriteConflict
 from producer.retrying import patiently
 from producer.states import JobResult
-from worker import budget, images
 from worker.checkpoint import Checkpointer, fingerprint
 from worker.guard import Lease
+from worker.nst import budget, images
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def run(
         lease: This run's lease on the job (checked before every write).
         commit: Records the job's end (called once the output is in the store, before the
             checkpoint is removed); raises :class:`~worker.guard.Superseded` if the run lost the job.
-        on_progress: Receives each :class:`worker.engine.Progress`; may raise to abort.
+        on_progress: Receives each :class:`worker.nst.engine.Progress`; may raise to abort.
 
     Raises:
         InvalidJob, ImageError, ObjectNotFound, BucketNotAllowed (permanent); StoreUnavailable
@@ -105,24 +105,39 @@ def run(
 
     content = fetch(job.content)
     styles = [fetch(s) for s in job.styles]
-    problem = rt.engine.prepare(content, styles, job.params, style_blend=job.style_weights)
+    plan = rt.engine.plan(content.shape[:2], job.params)
     checkpoints = Checkpointer(
         store,
         output,
         job_id,
-        fingerprint(job, problem.shape),
+        fingerprint(job, (plan[-1].height, plan[-1].width)),
         settings.checkpoint_every_iterations,
         settings.checkpoint_every_s,
         lease,
     )
-    done = 0
     saved = patient(checkpoints.load, "reading the checkpoint")
-    if saved is not None and saved[1].size == problem.x0.size:
-        done, problem.x0 = saved[0], saved[1].reshape(problem.x0.shape)
-        log.info("job %s resumes from its checkpoint at iteration %d", job_id, done, extra={"event": "job_resumed"})
-    outcome = problem.optimize(
-        job.params.iterations, on_progress, start=started, on_iterate=checkpoints.maybe_save, done=done
+    if saved is not None and (
+        saved.level >= len(plan) or saved.x.shape != (1, plan[saved.level].height, plan[saved.level].width, 3)
+    ):
+        saved = None  # not a state of this job's plan
+    if saved is not None:
+        log.info(
+            "job %s resumes from its checkpoint at iteration %d",
+            job_id,
+            saved.iteration,
+            extra={"event": "job_resumed"},
+        )
+    outcome = rt.engine.transfer(
+        content,
+        styles,
+        job.params,
+        style_blend=job.style_weights,
+        callback=on_progress,
+        on_state=checkpoints.maybe_save,
+        resume=saved,
+        start=started,
     )
+    done = saved.iteration if saved is not None else 0
 
     data = images.encode(outcome.image, fmt.name)
     height, width = outcome.image.shape[:2]
@@ -139,6 +154,7 @@ def run(
         seconds=round(seconds, 3),
         seconds_per_iteration=round(outcome.seconds_per_iteration, 4),
         resumed_from=done,
+        stopped=outcome.stopped,
     )
     metadata = {
         "job-id": job_id,
@@ -148,6 +164,7 @@ def run(
         "seconds": f"{result.seconds:.3f}",
         "seconds-per-iteration": f"{result.seconds_per_iteration:.4f}",
         "resumed-from": str(done),
+        "stopped": outcome.stopped,
         "width": str(width),
         "height": str(height),
         "params": json.dumps(job.params.to_dict(), separators=(",", ":")),
@@ -209,6 +226,7 @@ def _adopt(obj: Any, output: ObjectRef, job_id: str, fmt: formats.ImageFormat) -
             seconds=float(m["seconds"]),
             seconds_per_iteration=float(m["seconds-per-iteration"]),
             resumed_from=int(m.get("resumed-from", 0)),
+            stopped=m.get("stopped", "iterations"),
         )
     except (KeyError, ValueError) as e:
         raise InvalidJob("output", f"{output.uri} carries this job's id but unreadable metadata ({e})") from None

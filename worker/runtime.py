@@ -18,7 +18,7 @@ from producer.settings import Settings
 from producer.storage import Store
 
 if TYPE_CHECKING:
-    from worker.engine import Engine
+    from worker.nst.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,10 @@ def visible_gpus() -> list[str]:
 def start(settings: Settings) -> Runtime:
     """Build the store client and the engine, fetch the weights and load the model."""
     global _current
-    from worker import budget, quiet
+    from worker.nst import budget, quiet
 
     quiet.tensorflow()  # TensorFlow is first imported here, in the child, its noise in the log at DEBUG
-    from worker.engine import Engine
+    from worker.nst.engine import Engine
 
     started = time.perf_counter()
     store = Store(settings)

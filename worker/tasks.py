@@ -80,7 +80,7 @@ class Reporter:
             return False
 
     def __call__(self, p: Any) -> None:
-        """Report one :class:`worker.engine.Progress`; raise to stop a cancelled or superseded run."""
+        """Report one :class:`worker.nst.engine.Progress`; raise to stop a cancelled or superseded run."""
         if self.cancelled():
             raise JobCancelled(f"job {self.job_id} was cancelled at iteration {p.iteration}/{p.total}")
         if self.lease.lost.is_set():
@@ -91,7 +91,16 @@ class Reporter:
             return
         self._last = t
         progress = JobProgress(
-            self.job_id, p.iteration, p.total, p.loss, p.content_loss, p.style_loss, p.tv_loss, round(p.elapsed_s, 3)
+            self.job_id,
+            p.iteration,
+            p.total,
+            p.loss,
+            p.content_loss,
+            p.style_loss,
+            p.tv_loss,
+            round(p.elapsed_s, 3),
+            p.level,
+            p.levels,
         )
         # Not update_state: that would copy the job's arguments into every update and retry for a
         # minute on a backend outage. Progress is best effort: one short try, then quiet a while.

@@ -16,14 +16,16 @@ its size so one set of weights gives the same look at 128 px and 1024 px:
 * style_l  = mean (G_style − G_gen)²  with G = FᵀF / (C·H_l·W_l)
 * tv       = mean over the interior of (dx² + dy²)^power
 
-Style targets are stored as *per-pixel* Grams P = FᵀF / (H_l·W_l), computed once per job and
-blended over style images; this makes a style image of any size comparable with the output.
-When the style image has the output's size (the tutorial's case), seed mode is exact.
+Style targets are stored as *per-pixel* Grams P = FᵀF / (H_l·W_l) (with the per-channel means
+and variances for ``style_loss="mean_std"``), computed once per job and level and blended over
+style images; this makes a style image of any size comparable with the output. When the style
+image has the output's size (the tutorial's case), seed mode is exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -62,30 +64,83 @@ def content_loss(gen: Sequence[tf.Tensor], targets: Sequence[tf.Tensor], invaria
     return tf.add_n([reduce(tf.square(g - t)) for g, t in zip(gen, targets)])
 
 
+class StyleTarget(NamedTuple):
+    """What the style of one layer is compared with (blended over the style images).
+
+    Attributes:
+        gram: Per-pixel Gram matrix FᵀF / (H·W), ``(C, C)``.
+        mean: Per-channel mean of the features, ``(C,)`` (``mean_std`` only).
+        var: Per-channel variance of the features, ``(C,)`` (``mean_std`` only).
+    """
+
+    gram: tf.Tensor
+    mean: tf.Tensor
+    var: tf.Tensor
+
+
+def style_target(features: tf.Tensor) -> StyleTarget:
+    """The style statistics of one ``(1, H, W, C)`` feature map."""
+    flat = tf.reshape(features, (-1, tf.shape(features)[-1]))
+    mean = tf.reduce_mean(flat, axis=0)
+    return StyleTarget(per_pixel_gram(features), mean, tf.reduce_mean(tf.square(flat), axis=0) - tf.square(mean))
+
+
+def blend(targets: Sequence[StyleTarget], weights: Sequence[float]) -> StyleTarget:
+    """The weighted average of several style images' statistics (weights sum to 1)."""
+    return StyleTarget(
+        *(tf.add_n([w * getattr(t, name) for t, w in zip(targets, weights)]) for name in StyleTarget._fields)
+    )
+
+
+def _distance(target: tf.Tensor, gen: tf.Tensor, n: tf.Tensor, image_pixels: tf.Tensor, invariant: bool) -> tf.Tensor:
+    """Distance of two per-pixel moment matrices (or vectors), normalized as the Gram term is."""
+    if invariant:
+        channels = tf.cast(tf.shape(gen)[-1], tf.float32)
+        return tf.reduce_mean(tf.square((target - gen) / channels))
+    return tf.reduce_sum(tf.square(n * (target - gen))) / (4.0 * 9.0 * tf.square(image_pixels))
+
+
 def style_loss(
     gen: Sequence[tf.Tensor],
-    targets: Sequence[tf.Tensor],
+    targets: Sequence[StyleTarget],
     layer_weights: tf.Tensor,
     image_pixels: tf.Tensor,
     invariant: bool,
+    mean_std: bool = False,
 ) -> tf.Tensor:
-    """Weighted sum over style layers of the Gram-matrix distance.
+    """Weighted sum over style layers of the distance between style statistics.
+
+    ``gram`` (the seed's): the Gram matrices. ``mean_std`` adds, in the same units and with the
+    same normalization, the per-channel means (as the outer product μμᵀ, the part of the per-pixel
+    Gram that the means make) and the per-channel variances: first and second moments matched on
+    top of the Gram's mixed second moments.
 
     Args:
-        gen: Feature maps of the generated image, one per style layer.
-        targets: Per-pixel Gram targets (:func:`per_pixel_gram`), one per style layer.
+        gen: Feature maps of the generated image, one per style layer (float32).
+        targets: The style statistics, one per style layer.
         layer_weights: ``(L,)`` weights of the layers.
         image_pixels: H·W of the generated *image* (seed normalization only).
         invariant: Use the size-invariant normalization.
+        mean_std: Add the mean and variance terms.
     """
     terms = []
     for i, (g, target) in enumerate(zip(gen, targets)):
         n = pixels(g)
         if invariant:
             channels = tf.cast(tf.shape(g)[-1], tf.float32)
-            term = tf.reduce_mean(tf.square(target / channels - raw_gram(g) / (channels * n)))
+            term = tf.reduce_mean(tf.square(target.gram / channels - raw_gram(g) / (channels * n)))
         else:
-            term = tf.reduce_sum(tf.square(target * n - raw_gram(g))) / (4.0 * 9.0 * tf.square(image_pixels))
+            term = tf.reduce_sum(tf.square(target.gram * n - raw_gram(g))) / (4.0 * 9.0 * tf.square(image_pixels))
+        if mean_std:
+            stats = style_target(g)
+            term += _distance(
+                target.mean[:, None] * target.mean[None, :],
+                stats.mean[:, None] * stats.mean[None, :],
+                n,
+                image_pixels,
+                invariant,
+            )
+            term += _distance(target.var, stats.var, n, image_pixels, invariant)
         terms.append(layer_weights[i] * term)
     return tf.add_n(terms)
 

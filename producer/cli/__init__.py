@@ -1,7 +1,18 @@
-"""The ``stylequeue`` command line.
+"""The ``stylequeue`` command line, all of it in this package.
 
-Each command's module registers its own sub-parser; commands that need the engine import
-TensorFlow only when they run, so ``stylequeue --help`` works on a light-client install.
+=============== ============================================================================
+module          commands
+=============== ============================================================================
+``stylize``     ``stylize`` (one transfer, locally), ``samples``
+``jobs``        ``submit``, ``status``, ``wait``, ``cancel``, ``jobs``, ``dead``, ``schema``
+``operate``     ``worker``, ``health``, ``queue``
+``dev``         ``dev`` (the whole system on one machine)
+``options``     the engine's flags, generated from :class:`producer.params.Params`
+=============== ============================================================================
+
+Each module registers its own sub-parsers; commands that need the engine import TensorFlow only
+when they run, so ``stylequeue --help`` works on a light-client install. Exit codes: 0 success,
+1 an error, 2 usage, 3 timeout, 4 no such job, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,19 +27,13 @@ from producer.errors import BrokerUnavailable, JobNotFound, StylequeueError
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
-    from producer import commands
-    from worker import cli as worker_cli  # argparse only at import time; no TensorFlow
-    from worker import commands as worker_commands
-    from worker import dev
+    from producer.cli import dev, jobs, operate, stylize  # argparse only at import time; no TensorFlow
 
     parser = argparse.ArgumentParser(prog="stylequeue", description="Neural style transfer as a service.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    worker_cli.add_stylize(sub)
-    worker_cli.add_samples(sub)
-    commands.add_commands(sub)
-    worker_commands.add_commands(sub)
-    dev.add_command(sub)
+    for module in (stylize, jobs, operate, dev):
+        module.add_commands(sub)
     return parser
 
 
@@ -70,7 +75,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stylequeue: error: cannot reach the broker or store: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
         raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

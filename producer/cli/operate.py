@@ -1,4 +1,4 @@
-"""``stylequeue worker`` and ``stylequeue health``: the commands a worker container runs.
+"""``stylequeue worker``, ``health`` and ``queue``: the commands operators and containers run.
 
 Compose, the Dockerfile, Kubernetes and ``stylequeue dev`` all start workers with
 ``stylequeue worker``, so they run the same Celery command line.
@@ -16,7 +16,7 @@ NODE_PREFIX = "stylequeue"
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``worker`` and ``health``."""
+    """Register ``worker``, ``health`` and ``queue``."""
     p = sub.add_parser(
         "worker",
         help="run a Celery worker for stylequeue jobs (replaces this process)",
@@ -42,6 +42,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--stall-s", type=float, default=None, help="a job without progress this long is stuck")
     p.add_argument("--grace-s", type=float, default=120.0, help="slack past the hard time limit (default 120)")
     p.set_defaults(run=run_health)
+
+    p = sub.add_parser("queue", help="print the queue's depth as JSON: every priority list plus unacked jobs")
+    p.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        default=None,
+        help="serve it as Prometheus metrics on PORT instead (an exporter for autoscalers)",
+    )
+    p.set_defaults(run=run_queue)
 
 
 def worker_argv(settings: Any, concurrency: int | None, hostname: str, loglevel: str, extra: list[str]) -> list[str]:
@@ -105,3 +115,23 @@ def run_health(args: argparse.Namespace) -> int:
     print("\n".join(lines) or "no worker children yet")
     print("healthy" if ok else "UNHEALTHY")
     return 0 if ok else 1
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    """Run ``stylequeue queue``."""
+    import json
+
+    from producer import broker
+    from producer.queues import depth
+    from producer.settings import Settings
+
+    settings = Settings.from_env()
+    client = broker.connect(settings.broker_url, 5.0)
+    if args.serve is not None:
+        from producer.exporter import serve
+
+        serve(args.serve, client, settings.queue)
+        return 0
+    d = depth(client, settings.queue)
+    print(json.dumps({"queue": d.queue, "total": d.total, "unacked": d.unacked, "ready": d.ready}, indent=2))
+    return 0

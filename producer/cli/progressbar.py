@@ -16,10 +16,12 @@ class ProgressBar:
         self._decile = -1
 
     def __call__(self, p: Any) -> None:
-        """Draw the bar for a :class:`worker.engine.Progress`-like object."""
+        """Draw the bar for a :class:`worker.nst.engine.Progress`-like object."""
         done = int(self.width * p.iteration / max(1, p.total))
+        levels = getattr(p, "levels", 1)
+        level = f"level {p.level}/{levels} " if levels > 1 else ""
         line = (
-            f"[{'#' * done}{'.' * (self.width - done)}] {p.iteration}/{p.total} "
+            f"[{'#' * done}{'.' * (self.width - done)}] {p.iteration}/{p.total} {level}"
             f"loss {p.loss:.4g} {p.elapsed_s / max(1, p.iteration):.2f} s/it"
         )
         if self.tty:

@@ -20,7 +20,7 @@ from typing import Any
 BUCKET = "stylequeue-dev"
 
 
-def add_command(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Register ``dev``."""
     p = sub.add_parser(
         "dev",
@@ -52,7 +52,7 @@ def _check_weights(weights: str) -> None:
     if weights.startswith("s3://"):
         return  # fetched by the worker from the store
     from producer.params import SEED_STYLE_LAYERS
-    from worker import quiet, vgg
+    from worker.nst import quiet, vgg
 
     quiet.tensorflow()
     vgg.feature_model(weights, SEED_STYLE_LAYERS)
@@ -60,13 +60,13 @@ def _check_weights(weights: str) -> None:
 
 def run_dev(args: argparse.Namespace) -> int:
     """Run ``stylequeue dev``; returns the exit code."""
+    from producer.cli.progressbar import ProgressBar
     from producer.client import Client
     from producer.contract import ObjectRef
     from producer.devstack import DEV_KEY, RedisServer, SeaweedS3, free_port, stop_group
-    from producer.progressbar import ProgressBar
     from producer.settings import Settings
     from producer.storage import Store
-    from worker import samples
+    from worker.nst import samples
 
     base = Path(args.dir).resolve()
     weights = args.weights or Settings.from_env().weights

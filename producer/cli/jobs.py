@@ -1,4 +1,4 @@
-"""``stylequeue submit | status | wait | cancel | jobs | queue | dead``: the client from the command line.
+"""``stylequeue submit | status | wait | cancel | jobs | dead | schema``: the client from the command line.
 
 Configuration comes from the environment (:mod:`producer.settings`). Results and statuses are
 printed as JSON on stdout; progress bars and errors go to stderr. Exit codes: 0 success, 1 the
@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from producer.cli import options
+from producer.cli.progressbar import ProgressBar
 from producer.contract import ObjectRef
 from producer.errors import ImageError, InvalidJob
-from producer.progressbar import ProgressBar
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``submit``, ``status``, ``wait`` and ``cancel``."""
+    """Register ``submit``, ``status``, ``wait``, ``cancel``, ``jobs``, ``dead`` and ``schema``."""
     p = sub.add_parser(
         "submit",
         help="enqueue a style-transfer job",
@@ -30,19 +31,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("styles", nargs="+", metavar="style", help="style image URI(s) (or local files with --bucket)")
     p.add_argument("--output", help="s3://bucket/key, or a prefix ending in '/' (default s3://BUCKET/results/)")
     p.add_argument("--bucket", help="upload local files to this bucket (under uploads/) first")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="engine option, e.g. size=512 iterations=200 preserve_colors=true (repeatable)",
-    )
     p.add_argument("--style-blend", help="comma-separated blend weights, one per style")
     p.add_argument("--format", choices=["png", "jpeg", "webp"], help="output format (default from the key, else png)")
     p.add_argument("--job-id", help="your id for the job (default: a random one)")
     p.add_argument("--priority", type=int, help="0 (most urgent) to 9 (least); default 5")
     p.add_argument("--wait", action="store_true", help="wait for the result, with a progress bar")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    options.add_flags(p)
     p.set_defaults(run=run_submit)
 
     p = sub.add_parser("status", help="print a job's state, progress, result or error as JSON")
@@ -53,16 +48,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("job_id")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     p.set_defaults(run=run_wait)
-
-    p = sub.add_parser("queue", help="print the queue's depth as JSON: every priority list plus unacked jobs")
-    p.add_argument(
-        "--serve",
-        type=int,
-        metavar="PORT",
-        default=None,
-        help="serve it as Prometheus metrics on PORT instead (an exporter for autoscalers)",
-    )
-    p.set_defaults(run=run_queue)
 
     p = sub.add_parser("dead", help="jobs that failed for good: list them, or send one back")
     dead = p.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
@@ -77,23 +62,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("job_id")
     p.set_defaults(run=run_cancel)
 
+    p = sub.add_parser("schema", help="print the JSON Schema of the job message (for producers in any language)")
+    p.set_defaults(run=run_schema)
+
     p = sub.add_parser("jobs", help="list recent jobs and their states as JSON, newest first")
     p.add_argument("--state", help="only jobs in this state (PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, REVOKED)")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.set_defaults(run=run_jobs)
-
-
-def _param(text: str) -> tuple[str, Any]:
-    name, sep, raw = text.partition("=")
-    if not sep or not name:
-        raise InvalidJob("--param", f"{text!r} is not NAME=VALUE")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw  # a bare word: a string option such as normalization=invariant
-    if isinstance(value, str) and "," in value and name.endswith("layers"):
-        value = [v.strip() for v in value.split(",")]
-    return name.strip(), value
 
 
 def _client() -> Any:
@@ -120,7 +95,7 @@ def _as_uri(value: str, bucket: str | None, store: Any, field: str) -> str:
 def run_submit(args: argparse.Namespace) -> int:
     """Run ``stylequeue submit``."""
     client = _client()
-    params = dict(_param(p) for p in args.param)
+    params = options.params_from_args(args)
     local = [v for v in [args.content, *args.styles] if not v.startswith("s3://")]
     store = None
     if local and args.bucket:
@@ -197,21 +172,11 @@ def run_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_queue(args: argparse.Namespace) -> int:
-    """Run ``stylequeue queue``."""
-    from producer import broker
-    from producer.queues import depth
-    from producer.settings import Settings
+def run_schema(args: argparse.Namespace) -> int:
+    """Run ``stylequeue schema``."""
+    from producer.schema import job_schema
 
-    settings = Settings.from_env()
-    client = broker.connect(settings.broker_url, 5.0)
-    if args.serve is not None:
-        from producer.exporter import serve
-
-        serve(args.serve, client, settings.queue)
-        return 0
-    d = depth(client, settings.queue)
-    print(json.dumps({"queue": d.queue, "total": d.total, "unacked": d.unacked, "ready": d.ready}, indent=2))
+    print(json.dumps(job_schema(), indent=2))
     return 0
 
 
