@@ -67,8 +67,8 @@ def test_one_gpu_service_per_gpu(compose: dict) -> None:
 
 
 def test_workers_run_the_same_command_everywhere(compose: dict) -> None:
-    from producer.settings import Settings
     from producer.cli.operate import worker_argv
+    from producer.settings import Settings
 
     workers = [s for name, s in compose["services"].items() if name.startswith("worker-")]
     assert {tuple(s["command"][:2]) for s in workers} == {("stylequeue", "worker")}

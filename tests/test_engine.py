@@ -1,12 +1,12 @@
 import keras
-from PIL import Image
 import numpy as np
 import pytest
 from helpers import random_rgb
+from PIL import Image
 
+from producer.digest import sha256_file
 from producer.errors import ImageError, InvalidJob, WeightsError
 from producer.params import Params
-from producer.digest import sha256_file
 from worker.nst import vgg
 from worker.nst.engine import Engine, Progress, deprocess, preprocess
 

@@ -6,6 +6,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from producer.contract import ObjectRef
+from producer.digest import sha256_file
 from producer.errors import (
     BucketNotAllowed,
     ObjectNotFound,
@@ -15,7 +16,6 @@ from producer.errors import (
     WriteConflict,
 )
 from producer.settings import Settings
-from producer.digest import sha256_file
 from producer.storage import Store
 
 REF = ObjectRef("photos", "a.png")
