@@ -286,10 +286,12 @@ def test_mean_std_style_loss_equals_a_numpy_computation(engine: Engine, normaliz
     expected = 0.0
     for weight, (ts, tm, tv, n), (gs, gm, gv, _) in zip(params.layer_weights, stats(style), stats(x_rgb)):
         c = ts.shape[0]
-        if normalization == "seed":
-            dist = lambda a, b: float(np.sum((n * (a - b)) ** 2)) / (36.0 * (h * w) ** 2)  # noqa: E731
-        else:
-            dist = lambda a, b: float(np.mean(((a - b) / c) ** 2))  # noqa: E731, B023
+
+        def dist(a: np.ndarray, b: np.ndarray, n: int = n, c: int = c) -> float:
+            if normalization == "seed":
+                return float(np.sum((n * (a - b)) ** 2)) / (36.0 * (h * w) ** 2)
+            return float(np.mean(((a - b) / c) ** 2))
+
         expected += weight * (dist(ts, gs) + dist(tm, gm) + dist(tv, gv))
     assert parts[1] == pytest.approx(params.style_weight * expected, rel=2e-3)
 
