@@ -86,13 +86,25 @@ class ObjectRef:
         """
         if not isinstance(uri, str):
             raise InvalidJob(field, f"must be an s3:// URI string, got {type(uri).__name__}")
+        known = _PARSED.get((uri, prefix_ok))
+        if known is not None:
+            return known  # a batch names the same images again and again
         if not uri.startswith("s3://"):
             raise InvalidJob(field, f"{uri[:100]!r} is not an s3://bucket/key URI")
         bucket, _, key = uri[5:].partition("/")
         if not _BUCKET.fullmatch(bucket) or ".." in bucket:
             raise InvalidJob(field, f"{bucket!r} is not a valid bucket name")
         check_key(key, field, prefix_ok)
-        return cls(bucket, key)
+        ref = cls(bucket, key)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[(uri, prefix_ok)] = ref
+        return ref
+
+
+#: URIs parsed already (valid ones only), so that a batch does not check the same URI again.
+_PARSED: dict[tuple[str, bool], ObjectRef] = {}
+_PARSED_MAX = 4096
 
 
 def check_key(key: str, field: str, prefix_ok: bool = False) -> None:
@@ -305,7 +317,15 @@ def check_message_size(message: Any, max_bytes: int) -> None:
     Raises:
         InvalidJob: naming ``message``.
     """
-    size = len(json.dumps(message, separators=(",", ":"), default=str).encode())
+    check_size(len(json.dumps(message, separators=(",", ":"), default=str).encode()), max_bytes)
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """Refuse a job message of ``size`` bytes (its JSON) over ``max_bytes``.
+
+    Raises:
+        InvalidJob: naming ``message``.
+    """
     if size > max_bytes:
         raise InvalidJob("message", f"{size} bytes is over the limit of {max_bytes} (STYLEQUEUE_MAX_MESSAGE_BYTES)")
 

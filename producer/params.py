@@ -18,6 +18,7 @@ This module is pure Python (no NumPy, no TensorFlow) so the light client can val
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
@@ -45,6 +46,9 @@ MIN_SIZE_PX = 16
 #: Hard upper bounds that no job may exceed; ops lower them per deployment with settings.
 MAX_SIZE_PX = 8192
 MAX_ITERATIONS = 100_000
+#: Options objects validated already, by their JSON (bounded).
+_VALIDATED: dict[Any, Any] = {}
+_VALIDATED_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -194,9 +198,25 @@ class Params:
             InvalidJob: naming the offending field.
         """
         if data is None:
-            return cls()
+            data = {}
         if not isinstance(data, dict):
             raise InvalidJob(prefix, f"must be an object, got {type(data).__name__}")
+        try:
+            memo = (cls, json.dumps(data, sort_keys=True, separators=(",", ":")))
+        except (TypeError, ValueError):
+            memo = None  # not JSON: the checks below say why
+        known_params = _VALIDATED.get(memo) if memo is not None else None
+        if known_params is not None:
+            return known_params  # a batch repeats the same options: validated once
+        params = cls._from_dict(data, prefix)
+        if memo is not None:
+            if len(_VALIDATED) >= _VALIDATED_MAX:
+                _VALIDATED.clear()
+            _VALIDATED[memo] = params
+        return params
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any], prefix: str) -> Params:
         data = dict(data)
         legacy = data.pop("preserve_colors", None)
         if legacy is not None:
@@ -213,7 +233,10 @@ class Params:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (tuples become lists) that :meth:`from_dict` accepts."""
-        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        values = self.__dict__.get("_values")
+        if values is None:
+            values = tuple((f.name, getattr(self, f.name)) for f in fields(self))
+            object.__setattr__(self, "_values", values)  # frozen: computed once
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values}
 
     def replace(self, **changes: Any) -> Params:
