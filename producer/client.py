@@ -23,10 +23,11 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from producer import broker, deadletters, keys, registry, wire
+from producer import broker, cancellation, deadletters, keys, registry, wire
 from producer.app import make_celery
-from producer.contract import Job, check_message_size
+from producer.contract import Job, check_size
 from producer.errors import BrokerUnavailable, InvalidJob, JobFailed, JobNotFound, PartialSubmit
+from producer.events import Announcer
 from producer.params import Params
 from producer.queues import DEFAULT_PRIORITY
 from producer.retrying import patiently
@@ -119,15 +120,24 @@ class JobHandle:
         r = self._async()
         return _failure(self.id, r.state, r.result) if r.state in ("FAILURE", REVOKED) else None
 
-    def cancel(self) -> None:
-        """Cancel the job: a queued job is skipped, a running one stops at its next iteration.
+    def cancel(self) -> str:
+        """Cancel the job: a queued job ends now (``REVOKED``), a running one at its next iteration.
+
+        Returns:
+            ``"cancelled"`` (it had not started: it is ``REVOKED`` now), ``"stopping"`` (a run
+            holds it and stops at its next iteration) or ``"ended"`` (it had ended already).
 
         Raises:
             JobNotFound: no job has this id.
         """
         self.status()
-        self.client.redis.set(keys.CANCEL.format(self.id), "1", ex=self.client.settings.result_expires_s)
-        self.client.app.control.revoke(self.id)
+        outcome, final = cancellation.request(
+            self.client.redis, self.id, self.client.settings.result_expires_s, time.time()
+        )
+        if final is not None:
+            self.client.app.backend.mark_as_revoked(self.id, reason=final.error_message)
+            Announcer(self.client.redis, self.client.settings).ended(self.id, final)
+        return outcome
 
 
 class Client:
@@ -269,7 +279,11 @@ class Client:
             raise BrokerUnavailable(str(e.cause)) from None
 
     def submit_many(
-        self, jobs: Iterable[Job | Mapping[str, Any]], priority: int | None = None, batch_size: int = 1000
+        self,
+        jobs: Iterable[Job | Mapping[str, Any]],
+        priority: int | None = None,
+        batch_size: int = 1000,
+        on_batch: Callable[[Any, list[wire.Envelope]], None] | None = None,
     ) -> list[JobHandle]:
         """Enqueue many jobs: one Redis transaction per ``batch_size`` jobs.
 
@@ -279,6 +293,8 @@ class Client:
             jobs: :class:`Job` objects or contract JSON objects.
             priority: 0 (most urgent) to 9 (least) for all of them; default 5.
             batch_size: Jobs per transaction.
+            on_batch: Adds commands to each batch's transaction (``(pipeline, envelopes)``), so
+                that records about the jobs are written atomically with them (the HTTP API's).
 
         Raises:
             InvalidJob: naming the job (``jobs[3].output``) and field; nothing is sent.
@@ -291,17 +307,40 @@ class Client:
         now = round(time.time(), 3)
         for i, item in enumerate(jobs):
             try:
-                job = _with_id(item if isinstance(item, Job) else Job.from_message(dict(item)))
-                message = {**job.to_message(), "submitted_at": now}
-                check_message_size(message, self.settings.max_message_bytes)
+                envelopes.append(self.envelope(item, pri, now))
             except InvalidJob as e:
                 raise InvalidJob(f"jobs[{i}].{e.field}", e.message) from None
-            assert job.job_id is not None
-            envelopes.append(wire.envelope(job.job_id, message, self.settings.queue, pri))
+        return self.push_many(envelopes, batch_size, on_batch)
+
+    def envelope(self, job: Job | Mapping[str, Any], priority: int, submitted_at: float) -> wire.Envelope:
+        """Validate one job (a fresh id when it has none) and build its message for :meth:`push_many`.
+
+        Raises:
+            InvalidJob: naming the field; also a message over ``STYLEQUEUE_MAX_MESSAGE_BYTES``.
+        """
+        job = _with_id(job if isinstance(job, Job) else Job.from_message(dict(job)))
+        assert job.job_id is not None
+        env = wire.envelope(
+            job.job_id, {**job.to_message(), "submitted_at": submitted_at}, self.settings.queue, priority
+        )
+        check_size(env.message_bytes, self.settings.max_message_bytes)
+        return env
+
+    def push_many(
+        self,
+        envelopes: Sequence[wire.Envelope],
+        batch_size: int = 1000,
+        on_batch: Callable[[Any, list[wire.Envelope]], None] | None = None,
+    ) -> list[JobHandle]:
+        """Queue messages built by :meth:`envelope`: one Redis transaction per ``batch_size``.
+
+        Raises:
+            PartialSubmit: see :meth:`submit_many`.
+        """
         sent: list[str] = []
         for start in range(0, len(envelopes), batch_size):
-            batch = envelopes[start : start + batch_size]
-            outcome, cause = self._push(batch)
+            batch = list(envelopes[start : start + batch_size])
+            outcome, cause = self._push(batch, on_batch)
             if outcome == "sent":
                 sent += [e.job_id for e in batch]
                 continue
@@ -313,7 +352,9 @@ class Client:
             raise PartialSubmit(sent, this + rest, [], cause)
         return [JobHandle(self, job_id) for job_id in sent]
 
-    def _push(self, batch: list[wire.Envelope]) -> tuple[str, BaseException | None]:
+    def _push(
+        self, batch: list[wire.Envelope], on_batch: Callable[[Any, list[wire.Envelope]], None] | None = None
+    ) -> tuple[str, BaseException | None]:
         """Push one batch, retrying across a broker outage; ``("sent" | "not sent" | "unknown", error)``.
 
         A batch whose transaction may have reached Redis (the connection broke after it was sent)
@@ -327,7 +368,9 @@ class Client:
             if maybe_sent and wire.went_through(self.redis, batch_id):
                 return  # the reply was lost, the transaction was not
             try:
-                wire.push(self.redis, batch, self.settings.jobs_index_max, self.settings.result_expires_s, batch_id)
+                wire.push(
+                    self.redis, batch, self.settings.jobs_index_max, self.settings.result_expires_s, batch_id, on_batch
+                )
             except broker.errors() as e:
                 # A failure to connect sent nothing; any other may have come after EXEC.
                 maybe_sent = maybe_sent or "connecting to" not in str(e)

@@ -17,7 +17,16 @@ key                         type   written by                              bound
 ``stylequeue:sweeper``      string the worker sweeping this interval       ``STYLEQUEUE_SWEEP_INTERVAL_S``
 ``stylequeue:claim:<tag>``  string a worker that received a message, until ``STYLEQUEUE_PROC_ALIVE_TIMEOUT_S``
                                    its run takes the lease                 + 60 s
-``stylequeue:batch:<uuid>`` string the client, per batch sent: whether a   5 minutes
+``stylequeue:events``       stream every job's state changes               ``STYLEQUEUE_EVENTS_MAX`` entries
+``stylequeue:job:<job>``    hash   the HTTP API: tenant, batch, webhook,   ``STYLEQUEUE_RESULT_EXPIRES_S``
+                                   timestamps of an API job
+``stylequeue:tenant:<t>:*`` zset   the API: a tenant's jobs, in flight     the result expiry, and capped
+``stylequeue:batch:<b>``    hash   the API: a batch and its counts         ``STYLEQUEUE_RESULT_EXPIRES_S``
+``stylequeue:batch:<b>:jobs`` zset the API: a batch's jobs                 ``STYLEQUEUE_RESULT_EXPIRES_S``
+``stylequeue:idem:<t>:<k>`` string the API: an Idempotency-Key's job       24 hours
+``stylequeue:rate:<t>``     hash   the API: a tenant's rate-limit bucket   a minute idle
+``stylequeue:webhooks``     hash   the notifier: deliveries made, failed   counters (two fields)
+``stylequeue:sent:<uuid>``  string the client, per batch sent: whether a   5 minutes
                                    batch whose reply was lost went through
 =========================== ====== ======================================= =====================================
 
@@ -36,8 +45,25 @@ JOBS = "stylequeue:jobs"
 DEAD = "stylequeue:dead"
 DEAD_INDEX = "stylequeue:dead:index"
 SWEEPER = "stylequeue:sweeper"
-CLAIM = "stylequeue:claim:{}"
+
+#: Every job's state changes, capped (see producer.events).
+EVENTS = "stylequeue:events"
+#: A job submitted through the HTTP API: tenant, batch, webhook, timestamps (hash).
+JOB = "stylequeue:job:{}"
+#: A tenant's recent jobs (zset: job id → created at) and those not ended yet (zset).
+TENANT_JOBS = "stylequeue:tenant:{}:jobs"
+TENANT_INFLIGHT = "stylequeue:tenant:{}:inflight"
+#: An API batch: tenant, total, webhook, counts by final state (hash), and its jobs (zset).
 BATCH = "stylequeue:batch:{}"
+BATCH_JOBS = "stylequeue:batch:{}:jobs"
+#: An Idempotency-Key of a tenant → the job it created.
+IDEMPOTENCY = "stylequeue:idem:{}:{}"
+#: A tenant's rate-limit bucket (hash: tokens, at).
+RATE = "stylequeue:rate:{}"
+#: Webhook deliveries: counters ``delivered``, ``failed`` (hash).
+WEBHOOKS = "stylequeue:webhooks"
+CLAIM = "stylequeue:claim:{}"
+SENT = "stylequeue:sent:{}"
 
 #: Celery's result key of a job (result backend).
 CELERY_META = "celery-task-meta-{}"

@@ -54,6 +54,22 @@ variable                                   default                    meaning
 ``STYLEQUEUE_JOBS_INDEX_MAX``              ``200000``                 recent jobs listed by ``stylequeue jobs``
 ``STYLEQUEUE_LOG_FORMAT``                  ``text``                   worker logs: ``text`` or ``json`` (one object
                                                                       per line, with ``job_id`` during a job)
+``STYLEQUEUE_API_KEYS_FILE``               (none)                     the HTTP API's keys (JSON, see producer/api/
+                                                                      tenants.py); or the keys in
+``STYLEQUEUE_API_KEYS``                    (none)                     ... this variable, as the same JSON
+``STYLEQUEUE_S3_PUBLIC_ENDPOINT_URL``      the S3 endpoint            host in presigned URLs given to API clients
+``STYLEQUEUE_PRESIGN_EXPIRES_S``           ``3600``                   presigned URLs are valid this long (s)
+``STYLEQUEUE_API_MAX_BODY_BYTES``          ``16000000``               largest HTTP request body (bytes)
+``STYLEQUEUE_BATCH_MAX_JOBS``              ``10000``                  most jobs in one POST /v1/batches
+``STYLEQUEUE_WEBHOOK_HOSTS``               (any public host)          hosts webhooks may call (``*.example.com``)
+``STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS``      (none)                     private networks webhooks may still reach
+                                                                      (CIDRs: ``10.8.0.0/16,127.0.0.1/32``)
+``STYLEQUEUE_WEBHOOK_ALLOW_HTTP``          ``0``                      allow http:// (not only https://) webhooks
+``STYLEQUEUE_WEBHOOK_RETRY_FOR_S``         ``90000``                  a webhook is retried this long (s), then failed
+``STYLEQUEUE_WEBHOOK_TIMEOUT_S``           ``10``                     one webhook delivery attempt's timeout (s)
+``STYLEQUEUE_WEBHOOK_BACKOFF_S``           ``5``                      first retry delay (s); doubles, at most an hour
+``STYLEQUEUE_WEBHOOK_QUEUE``               ``stylequeue-webhooks``    the notifier's queue
+``STYLEQUEUE_EVENTS_MAX``                  ``100000``                 events kept in the ``stylequeue:events`` stream
 ========================================== ========================== ===========================================
 """
 
@@ -111,6 +127,20 @@ class Settings:
     dead_letter_ttl_s: int = 30 * 24 * 3600
     jobs_index_max: int = 200_000
     log_format: str = "text"
+    api_keys_file: str | None = None
+    api_keys: str | None = None
+    s3_public_endpoint_url: str | None = None
+    presign_expires_s: int = 3600
+    api_max_body_bytes: int = 16_000_000
+    batch_max_jobs: int = 10_000
+    webhook_hosts: tuple[str, ...] = ()
+    webhook_allow_networks: tuple[str, ...] = ()
+    webhook_allow_http: bool = False
+    webhook_retry_for_s: float = 25 * 3600.0
+    webhook_timeout_s: float = 10.0
+    webhook_backoff_s: float = 5.0
+    webhook_queue: str = "stylequeue-webhooks"
+    events_max: int = 100_000
 
     @property
     def backend_url(self) -> str:

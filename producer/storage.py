@@ -50,23 +50,24 @@ _TRANSIENT = {
 }
 
 
-def make_client(settings: Settings, **credentials: str) -> Any:
+def make_client(settings: Settings, probe_timeout_s: float | None = None, **credentials: str) -> Any:
     """A boto3 S3 client for ``settings``.
 
     Path-style addressing, standard retries, and checksums only where required (stores other than
     AWS reject or lack the newer default checksums). ``credentials`` (``aws_access_key_id``, ...)
-    override the standard AWS chain; leave them out in production.
+    override the standard AWS chain; leave them out in production. ``probe_timeout_s`` makes a
+    client for health checks: that timeout, one attempt.
     """
     import boto3
     from botocore.config import Config
 
     config = Config(
         s3={"addressing_style": "path"},
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": 1 if probe_timeout_s else 3},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        connect_timeout=5,
-        read_timeout=60,
+        connect_timeout=probe_timeout_s or 5,
+        read_timeout=probe_timeout_s or 60,
         signature_version="s3v4",
     )
     return boto3.client(

@@ -121,3 +121,26 @@ def test_dockerfile() -> None:
             assert (ROOT / source).exists(), source
     keda = yaml.safe_load((ROOT / "deploy" / "k8s" / "keda.yaml").read_text())
     assert "celery_queue_length" in keda["spec"]["triggers"][0]["metadata"]["query"]
+
+
+def test_api_and_notifier_services_run_the_light_image(compose: dict) -> None:
+    api, notifier = compose["services"]["api"], compose["services"]["notifier"]
+    assert api["command"][:2] == ["stylequeue", "api"] and notifier["command"][:2] == ["stylequeue", "notifier"]
+    assert api["build"]["dockerfile"] == "producer/Dockerfile" and notifier["image"] == api["image"]
+    for service in (api, notifier):
+        mount = next(v for v in service["volumes"] if "api-keys.json" in v)
+        assert (ROOT / mount.split(":")[0]).exists()
+        assert service["environment"]["STYLEQUEUE_API_KEYS_FILE"] == mount.split(":")[1]
+    commands = dockerfile.parse_file(str(ROOT / "producer" / "Dockerfile"))
+    installs = " ".join(" ".join(c.value) for c in commands if c.cmd == "RUN")
+    assert '".[api]"' in installs and "tensorflow" not in installs.lower()
+    assert [c for c in commands if c.cmd == "USER"][-1].value[0] not in ("root", "0")
+    for copy in (c for c in commands if c.cmd == "COPY"):
+        for source in copy.value[:-1]:
+            assert (ROOT / source).exists(), source
+    docs = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "api.yaml").read_text())
+    k8s = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pod = k8s["stylequeue-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert pod["command"][:2] == ["stylequeue", "api"] and pod["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    notifier_pod = k8s["stylequeue-notifier"]["spec"]["template"]["spec"]["containers"][0]
+    assert notifier_pod["command"][:2] == ["stylequeue", "notifier"]

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.request
 
 import pytest
 from helpers import CLI, own_workers, sample, scrape, wait_for
@@ -178,6 +179,18 @@ def test_dev_stack_runs_a_job_and_stops_cleanly_on_ctrl_c(weights_file, tmp_path
     text = "".join(out)
     assert "wrote" in text and (tmp_path / "result.png").exists(), text
     broker = text.split("STYLEQUEUE_BROKER_URL=")[1].split()[0]
+    # the printed curl line submits a job through the API the dev stack runs
+    curl = next(line.strip() for line in out if line.strip().startswith("curl "))
+    created = json.loads(subprocess.run(["sh", "-c", curl], capture_output=True, text=True, timeout=30).stdout)
+    api = curl.split(" POST ")[1].split("/v1/jobs")[0]
+    key = curl.split("Bearer ")[1].split("'")[0]
+
+    def finished() -> bool:
+        request = urllib.request.Request(f"{api}/v1/jobs/{created['id']}", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())["state"] == "SUCCESS"
+
+    wait_for(finished, 120, "the job submitted with curl")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=90) == 130
     import redis

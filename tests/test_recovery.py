@@ -94,4 +94,6 @@ def test_a_claimed_message_is_left_to_its_worker(fresh_redis: Any) -> None:
     assert recovery.sweep(fresh_redis, ["q"], grace_s=3).restored == []
     assert time.time() - fresh_redis.zscore(keys.UNACKED_INDEX, tag) < 5  # nor does kombu's own restore take it
     fresh_redis.delete(keys.CLAIM.format(tag))  # the claim ran out: that worker died before starting it
-    assert recovery.sweep(fresh_redis, ["q"], grace_s=3).restored == ["loading"]
+    assert recovery.sweep(fresh_redis, ["q"], grace_s=3).restored == []  # kept alive a moment ago
+    later = time.time() + 5  # a grace period after the last keep-alive: abandoned
+    assert recovery.sweep(fresh_redis, ["q"], grace_s=3, now=later).restored == ["loading"]

@@ -44,7 +44,7 @@ def test_push_is_one_transaction_with_the_index_and_a_batch_marker(fresh_redis: 
     assert [fresh_redis.llen(list_name("q", p)) for p in (0, 5, 9)] == [1, 1, 1]
     assert wire.went_through(fresh_redis, "b1") and not wire.went_through(fresh_redis, "b2")
     assert registry.first_seen(fresh_redis, "j1") is not None
-    assert fresh_redis.ttl(keys.JOBS) > 0 and fresh_redis.ttl(keys.BATCH.format("b1")) > 0
+    assert fresh_redis.ttl(keys.JOBS) > 0 and fresh_redis.ttl(keys.SENT.format("b1")) > 0
 
 
 def test_the_index_is_capped(fresh_redis: Any) -> None:

@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from producer import broker, keys
@@ -217,12 +218,17 @@ class JobRecord:
         redis: Client of the broker's Redis.
         job_id: The job.
         expires_s: How long the markers live (the result expiry).
+        on_final: Called with the final state once this record wrote it (events, webhooks);
+            its errors are logged, never raised.
     """
 
-    def __init__(self, redis: Any, job_id: str, expires_s: int) -> None:
+    def __init__(
+        self, redis: Any, job_id: str, expires_s: int, on_final: Callable[[str, FinalState], None] | None = None
+    ) -> None:
         self.redis = redis
         self.job_id = job_id
         self.expires_s = expires_s
+        self.on_final = on_final
         self.done_key = keys.DONE.format(job_id)
         self.runs_key = keys.RUNS.format(job_id)
 
@@ -259,6 +265,8 @@ class JobRecord:
         if not self.redis.eval(_COMMIT, 3, lease.key, self.done_key, self.runs_key, lease.value, value, self.expires_s):
             lease.ensure()  # the lease expired with nobody else holding it: re-take, commit again
             self.commit(lease, final)
+            return
+        self._ended(final)
 
     def settle(self, final: FinalState) -> bool:
         """Record ``final`` unless the job already has a final state; return whether it wrote.
@@ -267,7 +275,18 @@ class JobRecord:
         time limit.
         """
         value = json.dumps(final.to_dict(), separators=(",", ":"))
-        return bool(self.redis.set(self.done_key, value, ex=self.expires_s, nx=True))
+        wrote = bool(self.redis.set(self.done_key, value, ex=self.expires_s, nx=True))
+        if wrote:
+            self._ended(final)
+        return wrote
+
+    def _ended(self, final: FinalState) -> None:
+        if self.on_final is None:
+            return
+        try:
+            self.on_final(self.job_id, final)
+        except Exception as e:  # the job's end is recorded; its announcement is best effort
+            log.error("job %s: its end was not announced: %s", self.job_id, e)
 
 
 def _with_timeout(redis: Any, timeout_s: float) -> Any:

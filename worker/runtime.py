@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from producer import broker
 from producer.contract import ObjectRef
+from producer.events import Announcer
 from producer.settings import Settings
 from producer.storage import Store
 
@@ -34,6 +35,7 @@ class Runtime:
         model_load_s: Seconds it took to fetch and load the weights.
         redis: The broker's Redis (leases, done markers, dead letters, the job index).
         backend_redis: The result backend's Redis with a short timeout, for best-effort progress.
+        announcer: Publishes the jobs' events (stream, webhooks, batches).
         memory_limit_bytes: What one job may need (``STYLEQUEUE_MAX_JOB_MEMORY_BYTES``, or 80% of
             this machine's GPU or RAM); 0 when unknown.
     """
@@ -45,6 +47,7 @@ class Runtime:
     redis: Any
     backend_redis: Any
     memory_limit_bytes: int
+    announcer: Announcer
 
 
 _current: Runtime | None = None
@@ -92,14 +95,16 @@ def start(settings: Settings) -> Runtime:
     engine = Engine(weights=weights, weights_sha256=settings.weights_sha256)
     engine.warm_up()
     limit = settings.max_job_memory_bytes or budget.machine_limit_bytes()
+    redis = broker.connect(settings.broker_url)
     _current = Runtime(
         settings,
         store,
         engine,
         time.perf_counter() - started,
-        broker.connect(settings.broker_url),
+        redis,
         broker.connect(settings.backend_url, timeout_s=2.0),
         limit,
+        Announcer(redis, settings),
     )
     log.info("worker process ready: weights %s loaded in %.2f s", settings.weights, _current.model_load_s)
     return _current

@@ -70,6 +70,7 @@ class Reporter:
         self.lease = lease
         self._last = 0.0
         self._quiet_until = 0.0
+        self._tenth = 0
 
     def cancelled(self) -> bool:
         """Whether a client asked to cancel this job (``False`` while Redis cannot be asked)."""
@@ -113,6 +114,7 @@ class Reporter:
                 json.dumps({**meta, "date_done": None, "task_id": self.job_id}),
                 self.rt.settings.result_expires_s,
             )
+            self._tenth = self.rt.announcer.progress(self.job_id, progress, self._tenth)
         except Exception as e:
             log.warning("job %s: progress update failed (%s); next try in %.0f s", self.job_id, e, PROGRESS_BACKOFF_S)
             self._quiet_until = t + PROGRESS_BACKOFF_S
@@ -166,6 +168,14 @@ def _step_aside(task: Any, message: Any, job_id: str, tag: str | None, holder_ta
     raise Ignore()
 
 
+def _announce(action: Any) -> None:
+    """Publish an event; a failure only logs (the job goes on)."""
+    try:
+        action()
+    except Exception as e:
+        log.warning("event not published: %s", e)
+
+
 def _patient(rt: runtime.Runtime, action: Any, what: str) -> Any:
     """Run a Redis operation of the job's bookkeeping, waiting out a Redis outage in place."""
     return patiently(
@@ -184,7 +194,13 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
     settings = rt.settings
     job_id = self.request.id
     tag = (self.request.properties or {}).get("delivery_tag")
-    record = JobRecord(rt.redis, job_id, settings.result_expires_s)
+    record = JobRecord(
+        rt.redis,
+        job_id,
+        settings.result_expires_s,
+        # Its events, webhooks and batch count wait out a Redis outage too.
+        on_final=lambda j, f: _patient(rt, lambda: rt.announcer.ended(j, f), f"job {j}: announcing its end"),
+    )
 
     final = _patient(rt, record.final, f"job {job_id}: reading its state")
     if final is not None:
@@ -226,6 +242,7 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
             crashed = _patient(rt, lambda: record.start_run(lease), f"job {job_id}: counting its run")
             if crashed >= settings.max_worker_losses:
                 raise TooManyCrashes(f"job {job_id}: {crashed} earlier runs killed their worker; not run again")
+            _announce(lambda: rt.announcer.started(job_id))
             if crashed:
                 log.warning(
                     "job %s: taking over after %d run(s) that did not finish",

@@ -6,6 +6,7 @@ module          commands
 ``stylize``     ``stylize`` (one transfer, locally), ``samples``
 ``jobs``        ``submit``, ``status``, ``wait``, ``cancel``, ``jobs``, ``dead``, ``schema``
 ``operate``     ``worker``, ``health``, ``queue``
+``api``         ``api`` (the HTTP API), ``notifier`` (its webhooks), ``keys create``
 ``dev``         ``dev`` (the whole system on one machine)
 ``options``     the engine's flags, generated from :class:`producer.params.Params`
 =============== ============================================================================
@@ -27,12 +28,12 @@ from producer.errors import BrokerUnavailable, JobNotFound, StylequeueError
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
-    from producer.cli import dev, jobs, operate, stylize  # argparse only at import time; no TensorFlow
+    from producer.cli import api, dev, jobs, operate, stylize  # argparse only at import time; no TensorFlow
 
     parser = argparse.ArgumentParser(prog="stylequeue", description="Neural style transfer as a service.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stylize, jobs, operate, dev):
+    for module in (stylize, jobs, operate, api, dev):
         module.add_commands(sub)
     return parser
 
@@ -55,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stylequeue: error: {e}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as e:
+        if e.name in ("fastapi", "uvicorn", "starlette", "prometheus_client") and args.command in ("api", "notifier"):
+            print(f"stylequeue: error: {args.command!r} needs: pip install 'stylequeue[api]'", file=sys.stderr)
+            return 1
         if e.name in ("tensorflow", "keras", "numpy", "scipy", "PIL"):
             print(
                 f"stylequeue: error: {args.command!r} needs the engine: pip install 'stylequeue[worker]' "

@@ -1,14 +1,17 @@
 """``stylequeue dev``: the whole system on one machine, no Docker, in one command.
 
 Starts Redis and an S3 server (SeaweedFS) from the pip-installed binaries the tests use (or uses
-existing ones), a worker with the same ``stylequeue worker`` command the containers run, uploads
-the generated sample pair, submits a job, shows its progress and writes the result locally.
-Ctrl-C stops everything; ``--serve`` keeps the stack up for more jobs until then.
+existing ones), a worker with the same ``stylequeue worker`` command the containers run, the HTTP
+API (``stylequeue api``, with a fresh key) and its webhook notifier, prints a curl line that
+submits a job through the API, uploads the generated sample pair, submits a job, shows its
+progress and writes the result locally. Ctrl-C stops everything; ``--serve`` keeps the stack up
+for more jobs until then.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -43,6 +46,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--size", type=int, default=256, help="output longest side in px (default 256)")
     p.add_argument("--iterations", type=int, default=50, help="L-BFGS iterations (default 50)")
     p.add_argument("-o", "--output", default=None, help="result file (default DIR/result.png)")
+    p.add_argument("--api-port", type=int, default=None, help="port of the HTTP API (default: a free one)")
     p.add_argument("--serve", action="store_true", help="keep the stack running after the demo job, until Ctrl-C")
     p.set_defaults(run=run_dev)
 
@@ -56,6 +60,37 @@ def _check_weights(weights: str) -> None:
 
     quiet.tensorflow()
     vgg.feature_model(weights, SEED_STYLE_LAYERS)
+
+
+def _api_key(base: Path, bucket: str, env: dict[str, str]) -> str:
+    """A fresh key for tenant ``dev`` (inputs and results in the dev bucket), in a keys file in ``base``."""
+    from producer.api.tenants import Tenant, hash_key, new_key
+    from producer.webhooks import new_secret
+
+    key = new_key()
+    tenant = Tenant("dev", hash_key(key), (bucket,), (f"{bucket}/results/",), 0, 100.0, 200, 10_000, new_secret())
+    path = base / "api-keys.json"
+    path.write_text(json.dumps({"keys": [tenant.to_dict()]}, indent=2))
+    env.update(
+        STYLEQUEUE_API_KEYS_FILE=str(path),
+        # Local experiments: webhooks to a receiver on this machine, over plain http.
+        STYLEQUEUE_WEBHOOK_ALLOW_HTTP="1",
+        STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8",
+    )
+    return key
+
+
+def _answers(url: str, timeout_s: float) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def run_dev(args: argparse.Namespace) -> int:
@@ -74,6 +109,7 @@ def run_dev(args: argparse.Namespace) -> int:
     _check_weights(weights)
 
     started: list[Any] = []
+    helpers: list[subprocess.Popen[bytes]] = []  # the API and the notifier
     worker: subprocess.Popen[bytes] | None = None
     # Ctrl-C and SIGTERM both end the demo through KeyboardInterrupt, so cleanup always runs.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -114,6 +150,19 @@ def run_dev(args: argparse.Namespace) -> int:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        api_port = args.api_port or free_port()
+        key = _api_key(base, args.bucket, env)
+        for command in (["api", "--host", "127.0.0.1", "--port", str(api_port)], ["notifier", "-c", "4"]):
+            with open(base / f"{command[0]}.log", "wb") as log_file:
+                helpers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "producer.cli", *command],
+                        env=env,
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         settings = Settings.from_env(env)
         client, store = Client(settings), Store(settings)
 
@@ -125,6 +174,21 @@ def run_dev(args: argparse.Namespace) -> int:
             refs[0].uri, refs[1].uri, f"s3://{args.bucket}/results/", {"size": args.size, "iterations": args.iterations}
         )
         print(f"worker log: {log_path}; metrics: http://127.0.0.1:{metrics_port}/metrics", file=sys.stderr)
+        api = f"http://127.0.0.1:{api_port}"
+        body = json.dumps(
+            {
+                "content": refs[0].uri,
+                "style": refs[1].uri,
+                "output": f"s3://{args.bucket}/results/",
+                "params": {"size": args.size, "iterations": args.iterations},
+            }
+        )
+        headers = f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json'"
+        curl = f"curl -sS -X POST {api}/v1/jobs {headers} -d '{body}'"
+        if _answers(f"{api}/healthz", 30):
+            print(f"HTTP API: {api}/docs (key {key}); submit a job with:\n  {curl}", flush=True)
+        else:
+            print(f"the HTTP API did not start; see {base / 'api.log'}", file=sys.stderr)
         print(f"submitted job {job.id}; the first one waits for the worker to load VGG19", file=sys.stderr)
         bar = ProgressBar()
         try:
@@ -163,6 +227,8 @@ def run_dev(args: argparse.Namespace) -> int:
         print("stopping ...", file=sys.stderr)
         return 130
     finally:
+        for helper in helpers:
+            stop_group(helper, grace_s=10)
         if worker is not None:
             stop_group(worker, grace_s=60)  # SIGTERM: warm shutdown, a running job is finished
         for service in reversed(started):

@@ -161,8 +161,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_cancel(args: argparse.Namespace) -> int:
     """Run ``stylequeue cancel``."""
-    _client().job(args.job_id).cancel()
-    print(f"cancel requested for {args.job_id}")
+    outcome = _client().job(args.job_id).cancel()
+    print(json.dumps({"job_id": args.job_id, "cancel": outcome}))
     return 0
 
 

@@ -8,6 +8,7 @@ module             policy
 ``health``         per-child state files behind ``stylequeue health``
 ``dead_letters``   a job that fails for good is kept (``stylequeue dead``) and its end recorded
 ``refused``        a message refused before any code ran (pickle) gets a final state too
+``revoked``        a job Celery revoked before it ran (a plain client's cancel) gets one too
 ``sweep``          the recovery sweep (:mod:`worker.recovery`), in a thread of the parent, and
                    the claims on received messages it respects
 ``model``          each pool child loads the model before it takes a job
@@ -34,7 +35,7 @@ _stops: list[Callable[[], None]] = []
 def install(settings: Settings) -> None:
     """Connect every policy's signal handlers (call once per worker, in the parent)."""
     _metrics_dir()
-    from worker.middleware import dead_letters, health, logs, metrics, model, refused, sweep
+    from worker.middleware import dead_letters, health, logs, metrics, model, refused, revoked, sweep
 
     logs.install(settings)
     metrics.install(settings)
@@ -42,6 +43,7 @@ def install(settings: Settings) -> None:
     health.install(settings)
     dead_letters.install(settings)
     refused.install(settings)
+    revoked.install(settings)
     sweep.install(settings)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from celery.signals import task_failure
 
 from producer import broker, deadletters
+from producer.events import Announcer
 from producer.settings import Settings
 from producer.states import FAILURE, FinalState
 from worker.guard import JobRecord, now
@@ -37,7 +38,7 @@ def install(settings: Settings) -> None:
             payload = None  # an oversized message is not copied into Redis again
         error_type, message = type(exception).__name__, str(exception)
         try:
-            JobRecord(redis[0], task_id, settings.result_expires_s).settle(
+            JobRecord(redis[0], task_id, settings.result_expires_s, Announcer(redis[0], settings).ended).settle(
                 FinalState(FAILURE, now(), error_type=error_type, error_message=message)
             )
             dropped = deadletters.record(

@@ -16,6 +16,7 @@ from celery.signals import task_rejected
 
 from producer import broker, deadletters
 from producer.errors import InvalidJob
+from producer.events import Announcer
 from producer.settings import Settings
 from producer.states import FAILURE, FinalState
 from worker.guard import JobRecord, now
@@ -34,7 +35,7 @@ def install(settings: Settings) -> None:
         error = InvalidJob("message", f"refused: {type(exc).__name__}: {exc}"[:500])
         try:
             redis = broker.connect(settings.broker_url)
-            JobRecord(redis, job_id, settings.result_expires_s).settle(
+            JobRecord(redis, job_id, settings.result_expires_s, Announcer(redis, settings).ended).settle(
                 FinalState(FAILURE, now(), error_type="InvalidJob", error_message=str(error))
             )
             sender.app.backend.mark_as_failure(job_id, error)

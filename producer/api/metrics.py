@@ -1,0 +1,93 @@
+"""The API's Prometheus metrics (``GET /metrics``).
+
+=========================================== ========= ============================================
+metric                                      type      meaning
+=========================================== ========= ============================================
+``stylequeue_api_requests_total``           counter   requests by ``route`` (the path template),
+                                                      ``method`` and ``status``
+``stylequeue_api_request_seconds``          histogram their latency, by ``route`` and ``method``
+``stylequeue_api_jobs_submitted_total``     counter   jobs accepted, by ``tenant``
+``stylequeue_webhooks_delivered_total``     counter   webhook deliveries a receiver acknowledged
+                                                      (all notifiers: kept in Redis)
+``stylequeue_webhooks_failed_total``        counter   webhooks given up after the retry period
+``stylequeue_webhook_attempts_failed_total`` counter  attempts that failed and were retried
+=========================================== ========= ============================================
+
+Request metrics are this replica's (Prometheus sums the replicas); the webhook counters are the
+deployment's, read from ``stylequeue:webhooks`` at each scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from producer import broker, keys
+
+#: Latency buckets (s): an API call is milliseconds; a 10,000-job batch about a second.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The counters of ``stylequeue:webhooks`` and their metric names.
+WEBHOOK_COUNTERS = {
+    "delivered": "stylequeue_webhooks_delivered",
+    "failed": "stylequeue_webhooks_failed",
+    "attempts_failed": "stylequeue_webhook_attempts_failed",
+}
+
+
+class ApiMetrics:
+    """The API's metrics in their own registry.
+
+    Args:
+        redis: Client of the broker's Redis (the webhook counters).
+    """
+
+    def __init__(self, redis: Any) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "stylequeue_api_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "stylequeue_api_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.submitted = Counter("stylequeue_api_jobs_submitted", "Jobs accepted", ["tenant"], registry=self.registry)
+        self.registry.register(_WebhookCounters(redis))
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+
+class _WebhookCounters:
+    """A collector reading the webhook counters every notifier increments in Redis."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        try:
+            raw = self.redis.hgetall(keys.WEBHOOKS)
+        except broker.errors():
+            return  # Redis down: these are absent from this scrape (readyz says why)
+        values = {k.decode(): float(v) for k, v in raw.items()}
+        for field, name in WEBHOOK_COUNTERS.items():
+            family = CounterMetricFamily(name, f"Webhooks: {field.replace('_', ' ')}")
+            family.add_metric([], values.get(field, 0.0))
+            yield family
+
+    def describe(self) -> list[Any]:
+        return []  # collected at scrape time only
