@@ -142,6 +142,23 @@ def child_running(workers: list[WorkerProcess], job_id: str, min_age_s: float = 
     return None
 
 
+def tcp_ports(pid: int) -> set[int]:
+    """The local TCP ports of process ``pid`` and all its descendants (their Redis connections, ...)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    ports: set[int] = set()
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            ports.update(c.laddr.port for c in proc.net_connections(kind="tcp") if c.laddr)
+    return ports
+
+
+def redis_clients_from(redis: Any, ports: set[int]) -> list[dict[str, Any]]:
+    """The connections Redis still holds whose client side is one of ``ports``."""
+    return [c for c in redis.client_list() if int(c["addr"].rsplit(":", 1)[1]) in ports]
+
+
 @contextlib.contextmanager
 def own_workers(
     stack_env: dict[str, str], tmp_path: Path, name: str, count: int = 1, **overrides: str

@@ -141,5 +141,5 @@ def test_stylize_with_levels_and_snapshots(tmp_path: Path, pair: tuple[str, str]
     assert proc.returncode == 0, proc.stderr
     assert "level 1/2" in proc.stderr and "level 2/2" in proc.stderr
     assert sorted(p.name for p in tmp_path.glob("r.*.png")) == ["r.0002.png", "r.0004.png"]
-    assert images.load((tmp_path / "r.0002.png").read_bytes()).shape[:2] == (24, 34)  # the first level's size
+    assert images.load((tmp_path / "r.0002.png").read_bytes()).shape[:2] == (25, 34)  # the first level: 36x48 / sqrt(2)
     assert images.load(out.read_bytes()).shape == (36, 48, 3)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import child_running, cli, events, objects, own_workers, wait_for
+from helpers import child_running, cli, events, objects, own_workers, redis_clients_from, tcp_ports, wait_for
 
 from producer.contract import ObjectRef
 from producer.errors import JobFailed, JobNotFound, PartialSubmit
@@ -267,13 +267,11 @@ def test_a_crash_between_upload_and_success_republishes_without_recomputing(stac
         client.redis.execute_command("CLIENT", "PAUSE", "60000", "WRITE")  # the job's end cannot be recorded
         try:
             uploaded = wait_for(lambda: store.stat(output), 60, "the upload")
+            ports = tcp_ports(found[0].proc.pid)
+            assert redis_clients_from(client.redis, ports)
             os.killpg(found[0].proc.pid, signal.SIGKILL)
-            # Redis drops the dead run's connection, and with it the blocked script recording the end.
-            wait_for(
-                lambda: not [c for c in client.redis.client_list() if c["cmd"] == "eval"],
-                30,
-                "the dead run's script gone",
-            )
+            # Redis drops the dead worker's connections, and with them the blocked script recording the end.
+            wait_for(lambda: not redis_clients_from(client.redis, ports), 30, "the dead worker's connections gone")
         finally:
             client.redis.execute_command("CLIENT", "UNPAUSE")
         assert not client.redis.exists(f"stylequeue:done:{job.id}")  # the crash came before the end was recorded
