@@ -46,6 +46,8 @@ MIN_SIZE_PX = 16
 #: Hard upper bounds that no job may exceed; ops lower them per deployment with settings.
 MAX_SIZE_PX = 8192
 MAX_ITERATIONS = 100_000
+#: Smallest tile (px): below it the halo around each tile would dwarf the tile.
+MIN_TILE_PX = 64
 #: Options objects validated already, by their JSON (bounded).
 _VALIDATED: dict[Any, Any] = {}
 _VALIDATED_MAX = 1024
@@ -171,6 +173,22 @@ class Params:
         maximum=1,
     )
     tolerance_window: int = option(10, "iterations the tolerance looks back over", "int", minimum=1, maximum=1000)
+    tile: int | None = option(
+        None,
+        "evaluate images larger than this in tiles of this many px, exactly (0: never; default: automatic, "
+        "when the untiled image would not fit the device's memory)",
+        "optional_int",
+        units="px",
+        minimum=0,
+        maximum=MAX_SIZE_PX,
+    )
+    lbfgs_memory: int = option(
+        10,
+        "L-BFGS correction pairs kept (its memory: 2·m + 4 float64 copies of the image)",
+        "int",
+        minimum=3,
+        maximum=50,
+    )
 
     def __post_init__(self) -> None:
         """Validate every field; raise :class:`InvalidJob` naming the first bad one."""
@@ -257,6 +275,8 @@ class Params:
                 _in_range(where, value, opt)
             elif opt.kind == "choice" and value not in opt.choices:
                 raise InvalidJob(where, f"{value!r} is not one of {', '.join(opt.choices)}")
+        if self.tile is not None and 0 < self.tile < MIN_TILE_PX:
+            raise InvalidJob("params.tile", f"{self.tile} px: a tile is 0 (never tile) or at least {MIN_TILE_PX} px")
         size = self.size
         sides = (size,) if isinstance(size, int) else tuple(size)
         if len(sides) not in (1, 2) or not all(isinstance(s, int) and not isinstance(s, bool) for s in sides):

@@ -29,7 +29,7 @@ from producer.retrying import patiently
 from producer.states import JobResult
 from worker.checkpoint import Checkpointer, fingerprint
 from worker.guard import Lease
-from worker.nst import budget, images
+from worker.nst import budget, images, tiling
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,13 @@ def run(
 
     access.check_job(settings, job, job_id)
     job.check_limits(settings.max_size_px, settings.max_iterations, settings.max_pixels)
-    need = budget.estimate_bytes(job.params, job.output_pixels)
+    layers = tuple(job.params.content_layers) + tuple(job.params.style_layers)
+    need = budget.estimate_bytes(job.params, job.output_pixels, rt.memory_limit_bytes, tiling.halo_px(layers))
     if rt.memory_limit_bytes and need > rt.memory_limit_bytes:
         raise InvalidJob(
             "params.size",
             f"this job needs about {need / 2**20:.0f} MiB and a worker here allows {rt.memory_limit_bytes / 2**20:.0f} "
-            "MiB (STYLEQUEUE_MAX_JOB_MEMORY_BYTES): ask for a smaller size or style_scale",
+            "MiB (STYLEQUEUE_MAX_JOB_MEMORY_BYTES), even in tiles: ask for a smaller size, style_scale or lbfgs_memory",
         )
     output = job.output_ref(job_id)
     fmt = formats.FORMATS[job.output_format()]

@@ -92,9 +92,9 @@ def start(settings: Settings) -> Runtime:
     if weights.startswith("s3://"):
         ref = ObjectRef.parse(weights, "STYLEQUEUE_WEIGHTS")
         weights = str(store.fetch_cached(ref, settings.weights_cache_dir, settings.weights_sha256))
-    engine = Engine(weights=weights, weights_sha256=settings.weights_sha256)
-    engine.warm_up()
     limit = settings.max_job_memory_bytes or budget.machine_limit_bytes()
+    engine = Engine(weights=weights, weights_sha256=settings.weights_sha256, memory_limit_bytes=limit)
+    engine.warm_up()
     redis = broker.connect(settings.broker_url)
     _current = Runtime(
         settings,

@@ -7,8 +7,9 @@ fit with an :class:`~producer.errors.InvalidJob` naming ``params.size``.
 
 The estimate follows the network: the float32 activations of every VGG19 layer up to the deepest
 layer a loss uses (channels at that layer's resolution), kept for the backward pass, times a
-factor for gradients and workspace, plus scipy's L-BFGS state (float64, ``m = 10`` correction
-pairs of the image's size). The factor was measured with the ImageNet weights on the CPU engine:
+factor for gradients and workspace, plus scipy's L-BFGS state (float64, ``params.lbfgs_memory``
+correction pairs of the image's size). A job evaluated in tiles (:mod:`worker.nst.tiling`) needs
+the network's memory for one crop only. The factor was measured with the ImageNet weights on the CPU engine:
 peak RSS grows by 4.4-5.5 KB per output pixel at 128²-768² (``python benchmarks/memory.py``),
 and this estimate gives 5.1 KB per pixel for the default layers.
 """
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 CHANNELS = dict(zip(VGG19_CONV_LAYERS, [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8))
 #: Backward pass and workspace over the forward activations (measured, see the module docstring).
 BACKWARD_FACTOR = 3.5
-#: scipy L-BFGS-B: 2·m + 4 float64 vectors of the image's size (3 values per pixel), m = 10.
-LBFGS_BYTES_PER_PIXEL = (2 * 10 + 4) * 3 * 8
 #: Share of the machine's memory one job may use when no limit is set.
 MACHINE_SHARE = 0.8
 
@@ -48,13 +47,65 @@ def activation_bytes_per_pixel(layers: Sequence[str]) -> float:
     return total * 4
 
 
-def estimate_bytes(params: Params, pixels: int) -> int:
-    """Peak memory of one job with ``pixels`` output pixels (its style images at ``style_scale``)."""
-    layers = tuple(params.content_layers) + tuple(params.style_layers)
-    act = activation_bytes_per_pixel(layers)
-    optimize = pixels * (act * BACKWARD_FACTOR + LBFGS_BYTES_PER_PIXEL)
-    style_targets = pixels * params.style_scale**2 * act  # forward only, before the optimization
-    return int(max(optimize, style_targets))
+def lbfgs_bytes_per_pixel(params: Params) -> int:
+    """Scipy L-BFGS-B's float64 state per output pixel: 2·m + 4 vectors of 3 values a pixel."""
+    return (2 * params.lbfgs_memory + 4) * 3 * 8
+
+
+def _layers(params: Params) -> tuple[str, ...]:
+    return tuple(params.content_layers) + tuple(params.style_layers)
+
+
+def network_bytes(params: Params, pixels: float) -> float:
+    """Forward and backward through VGG19 for an input of ``pixels`` pixels."""
+    return pixels * activation_bytes_per_pixel(_layers(params)) * BACKWARD_FACTOR
+
+
+def crop_pixels(tile: int, halo: int) -> int:
+    """Pixels of the largest crop a tile of ``tile`` px is evaluated in (the core and its halo)."""
+    return (tile + 2 * halo) ** 2
+
+
+def estimate_bytes(params: Params, pixels: int, limit_bytes: int = 0, halo: int = 0) -> int:
+    """Peak memory of one job with ``pixels`` output pixels (its style images at ``style_scale``).
+
+    The network's share is a crop's when the job runs tiled (``params.tile``, or automatically when
+    the whole image would not fit ``limit_bytes``; ``halo`` is the tiles' halo in px); what stays
+    proportional to the image is the L-BFGS state and the image itself.
+    """
+    host = pixels * lbfgs_bytes_per_pixel(params)
+    whole = network_bytes(params, pixels)
+    style_pixels = pixels * params.style_scale**2
+    style = style_pixels * activation_bytes_per_pixel(_layers(params))  # forward only, before the optimization
+    tile = params.tile
+    if tile is None and limit_bytes:
+        side = int(pixels**0.5)
+        tile = auto_tile(params, (side, side), limit_bytes, halo) or None
+    if tile:
+        crop = crop_pixels(tile, halo)
+        whole = min(whole, network_bytes(params, crop))
+        style = min(style, crop * activation_bytes_per_pixel(_layers(params)))
+    return int(max(host + whole, style))
+
+
+def auto_tile(params: Params, size: tuple[int, int], limit_bytes: int, halo: int) -> int:
+    """The tile for ``params.tile=None``.
+
+    0 (whole) when the evaluation fits ``limit_bytes`` (or no limit is known, or tiles would not
+    be smaller than the image with their halo), else the largest tile (a multiple of 16 px, at
+    least 64) whose crop fits what the image's own arrays leave.
+    """
+    height, width = size
+    pixels = height * width
+    host = pixels * lbfgs_bytes_per_pixel(params)
+    if not limit_bytes or host + network_bytes(params, pixels) <= limit_bytes:
+        return 0
+    free = max(limit_bytes - host, 0)
+    side = (free / (activation_bytes_per_pixel(_layers(params)) * BACKWARD_FACTOR)) ** 0.5 - 2 * halo
+    tile = max(64, int(side) // 16 * 16)
+    if tile >= max(height, width) or crop_pixels(tile, halo) >= pixels:
+        return 0  # the halo would make a crop as large as the image: tiles would not help
+    return tile
 
 
 def machine_limit_bytes() -> int:

@@ -36,7 +36,7 @@ from PIL import Image
 
 from producer.errors import ImageError, InvalidJob
 from producer.params import Params
-from worker.nst import colour, images, losses, pyramid, vgg
+from worker.nst import budget, colour, images, losses, pyramid, tiling, vgg
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,24 @@ class Engine:
     """
 
     def __init__(
-        self, weights: str = "imagenet", weights_sha256: str | None = None, jit_compile: bool | None = None
+        self,
+        weights: str = "imagenet",
+        weights_sha256: str | None = None,
+        jit_compile: bool | None = None,
+        devices: Sequence[str] | None = None,
+        memory_limit_bytes: int = 0,
     ) -> None:
         self.weights = weights
         self.weights_sha256 = weights_sha256
         if jit_compile is None:
             jit_compile = bool(tf.config.list_physical_devices("GPU"))
         self.jit_compile = jit_compile
+        #: Devices the tiles of one large image are spread over (default: every local GPU, else one CPU).
+        self.devices = list(devices) if devices is not None else _local_devices()
+        #: What one evaluation may use; above it, ``params.tile=None`` tiles (0: no limit known).
+        self.memory_limit_bytes = memory_limit_bytes
         self._loss_fns: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self._tiled_fns: dict[Any, Any] = {}
         #: Number of times a loss function was traced (compiled); tests use it to prove caching.
         self.traces = 0
 
@@ -176,6 +186,30 @@ class Engine:
     def _features(self, params: Params, rgb: np.ndarray) -> list[tf.Tensor]:
         """The float32 features of one image at every loss layer."""
         return [tf.cast(f, tf.float32) for f in self._model(params)(preprocess(rgb), training=False)]
+
+    def _models(self, params: Params) -> list[tuple[str, Any]]:
+        """``(device, model)`` for every device tiles may use."""
+        if len(self.devices) <= 1:
+            return [(self.devices[0] if self.devices else "", self._model(params))]
+        layers = tuple(params.content_layers) + tuple(params.style_layers)
+        precision = self.precision(params)
+        return [
+            (d, vgg.feature_model(self.weights, layers, self.weights_sha256, precision, device=d)) for d in self.devices
+        ]
+
+    def tile_for(self, params: Params, size: tuple[int, int]) -> int:
+        """The tile (px) an image of ``size`` (height, width) is evaluated in; 0: whole.
+
+        ``params.tile``: 0 never tiles, a size tiles images with a longer side; ``None`` tiles only
+        when the whole image's evaluation would not fit ``memory_limit_bytes`` (with the largest
+        tile that does). However decided, the tiles of a tiled image are spread over every device.
+        """
+        layers = tuple(params.content_layers) + tuple(params.style_layers)
+        if params.tile == 0:
+            return 0
+        if params.tile is not None:
+            return params.tile if max(size) > params.tile else 0
+        return budget.auto_tile(params, size, self.memory_limit_bytes, tiling.halo_px(layers))
 
     def _loss_fn(self, params: Params) -> Callable[..., Any]:
         key = (
@@ -362,6 +396,10 @@ class Engine:
         seen_content = content_rgb
         n_content = len(params.content_layers)
 
+        layers = list(params.content_layers) + list(params.style_layers)
+        tile = self.tile_for(params, (height, width))
+        style_idx = list(range(n_content, len(layers)))
+
         per_style: list[list[losses.StyleTarget]] = []
         for i, style in enumerate(styles):
             area = height * width * params.style_scale**2
@@ -369,19 +407,47 @@ class Engine:
             style_rgb = _resized(np.asarray(style_img), None, params, f"style image {i + 1}")
             if params.color == "luminance":
                 seen_content, style_rgb = colour.luminance_pair(content_rgb, style_rgb)
-            per_style.append([losses.style_target(f) for f in self._features(params, style_rgb)[n_content:]])
+            style_tile = self.tile_for(params, style_rgb.shape[:2])
+            if style_tile:
+                stats = tiling.moments(self._models(params), preprocess(style_rgb), layers, style_tile, style_idx, True)
+                per_style.append([losses.target_of(m) for m in stats])
+            else:
+                per_style.append([losses.style_target(f) for f in self._features(params, style_rgb)[n_content:]])
         style_targets = [losses.blend([t[i] for t in per_style], blend) for i in range(len(params.style_layers))]
-        content_feats = self._features(params, seen_content)[:n_content]
-
-        args = (
-            content_feats,
-            style_targets,
-            tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32),
-            tf.constant(params.layer_weights, tf.float32),
-            tf.constant(params.tv_power, tf.float32),
-        )
+        weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
+        layer_weights = tf.constant(params.layer_weights, tf.float32)
+        tv_power = tf.constant(params.tv_power, tf.float32)
         x0 = self._initial(params, seen_content, init_image)
-        return Problem(self._loss_fn(params), args, x0, content_rgb, params.color)
+        if tile:
+            content_maps = tiling.features(
+                self._models(params), preprocess(seen_content), layers, tile, list(range(n_content))
+            )
+            objective = tiling.TiledObjective(
+                self._models(params),
+                params.content_layers,
+                params.style_layers,
+                content_maps,
+                style_targets,
+                weights,
+                layer_weights,
+                tv_power,
+                params.normalization == "invariant",
+                params.style_loss == "mean_std",
+                x0.shape,
+                tile,
+                self._tiled_fns,
+            )
+            evaluate = objective.loss_and_grad
+        else:
+            content_feats = self._features(params, seen_content)[:n_content]
+            loss_fn = self._loss_fn(params)
+            args = (content_feats, style_targets, weights, layer_weights, tv_power)
+
+            def evaluate(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+                total, parts, grad = loss_fn(tf.constant(x.reshape(x0.shape), tf.float32), *args)
+                return float(total), parts.numpy(), grad.numpy()
+
+        return Problem(evaluate, x0, content_rgb, params.color, params.lbfgs_memory, tile)
 
     def _initial(self, params: Params, content_rgb: np.ndarray, init_image: np.ndarray | None) -> np.ndarray:
         if params.init == "content":
@@ -403,18 +469,27 @@ class Problem:
     """One prepared level: the targets are fixed, only the generated image varies.
 
     Args:
-        loss_fn: The compiled loss-and-gradient function.
-        args: Its fixed arguments (targets and weights as tensors).
+        evaluate: Loss, its (content, style, tv) parts and gradient at a preprocessed image
+            (whole, or in tiles: :mod:`worker.nst.tiling`).
         x0: Starting point, preprocessed ``(1, H, W, 3)``.
         content_rgb: The resized content image (for the colour modes).
         color: ``params.color``: what to do to the image once optimized.
+        lbfgs_memory: L-BFGS correction pairs (``params.lbfgs_memory``).
+        tile: The tile size it is evaluated in (0: whole).
     """
 
     def __init__(
-        self, loss_fn: Callable[..., Any], args: tuple[object, ...], x0: np.ndarray, content_rgb: np.ndarray, color: str
+        self,
+        evaluate: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]],
+        x0: np.ndarray,
+        content_rgb: np.ndarray,
+        color: str,
+        lbfgs_memory: int = 10,
+        tile: int = 0,
     ) -> None:
-        self._loss_fn = loss_fn
-        self._args = args
+        self._evaluate = evaluate
+        self.lbfgs_memory = lbfgs_memory
+        self.tile = tile
         self.x0 = x0
         self.shape = x0.shape
         self.content_rgb = content_rgb
@@ -427,8 +502,7 @@ class Problem:
 
     def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Evaluate at a preprocessed image; return (loss, (content, style, tv) parts, gradient)."""
-        total, parts, grad = self._loss_fn(tf.constant(x.reshape(self.shape), tf.float32), *self._args)
-        return float(total), parts.numpy(), grad.numpy()
+        return self._evaluate(x)
 
     def evaluate(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
         """Scipy's objective: float64 vector in, (loss, float64 gradient vector) out."""
@@ -493,7 +567,7 @@ class Problem:
             jac=True,
             method="L-BFGS-B",
             callback=on_iteration,
-            options={"maxiter": max(1, until - done)},
+            options={"maxiter": max(1, until - done), "maxcor": self.lbfgs_memory},
         )
         if stopped == "iterations" and len(seen) < until - done:
             stopped = "converged"  # L-BFGS's own criteria ended it first
@@ -528,6 +602,12 @@ class Problem:
             stopped=out.stopped,
             history=history,
         )
+
+
+def _local_devices() -> list[str]:
+    """Every local GPU, else the logical CPU devices (one unless the CPU was split)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
 def _upsampled(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -80,9 +80,7 @@ class StyleTarget(NamedTuple):
 
 def style_target(features: tf.Tensor) -> StyleTarget:
     """The style statistics of one ``(1, H, W, C)`` feature map."""
-    flat = tf.reshape(features, (-1, tf.shape(features)[-1]))
-    mean = tf.reduce_mean(flat, axis=0)
-    return StyleTarget(per_pixel_gram(features), mean, tf.reduce_mean(tf.square(flat), axis=0) - tf.square(mean))
+    return target_of(moments(features, mean_std=True))
 
 
 def blend(targets: Sequence[StyleTarget], weights: Sequence[float]) -> StyleTarget:
@@ -98,6 +96,46 @@ def _distance(target: tf.Tensor, gen: tf.Tensor, n: tf.Tensor, image_pixels: tf.
         channels = tf.cast(tf.shape(gen)[-1], tf.float32)
         return tf.reduce_mean(tf.square((target - gen) / channels))
     return tf.reduce_sum(tf.square(n * (target - gen))) / (4.0 * 9.0 * tf.square(image_pixels))
+
+
+class Moments(NamedTuple):
+    """Additive statistics of one feature map (or of a region of it): what the style terms need.
+
+    Sums over positions, so the statistics of an image are the sums of its tiles' (exact tiled
+    evaluation, :mod:`worker.nst.tiling`).
+
+    Attributes:
+        gram: Raw Gram matrix FᵀF, ``(C, C)``.
+        total: Per-channel Σ F, ``(C,)`` (zeros unless ``mean_std``).
+        squares: Per-channel Σ F², ``(C,)`` (zeros unless ``mean_std``).
+        n: Positions counted (float32 scalar).
+    """
+
+    gram: tf.Tensor
+    total: tf.Tensor
+    squares: tf.Tensor
+    n: tf.Tensor
+
+
+def moments(features: tf.Tensor, mean_std: bool) -> Moments:
+    """The :class:`Moments` of a ``(1, H, W, C)`` feature map."""
+    flat = tf.reshape(features, (-1, tf.shape(features)[-1]))
+    if mean_std:
+        total, squares = tf.reduce_sum(flat, axis=0), tf.reduce_sum(tf.square(flat), axis=0)
+    else:
+        total = squares = tf.zeros(tf.shape(flat)[-1:], flat.dtype)
+    return Moments(raw_gram(features), total, squares, pixels(features))
+
+
+def add_moments(parts: Sequence[Moments]) -> Moments:
+    """The moments of the union of disjoint regions."""
+    return Moments(*(tf.add_n([getattr(m, name) for m in parts]) for name in Moments._fields))
+
+
+def target_of(m: Moments) -> StyleTarget:
+    """The style statistics (per-pixel) of summed moments."""
+    mean = m.total / m.n
+    return StyleTarget(m.gram / m.n, mean, m.squares / m.n - tf.square(mean))
 
 
 def style_loss(
@@ -123,26 +161,43 @@ def style_loss(
         invariant: Use the size-invariant normalization.
         mean_std: Add the mean and variance terms.
     """
+    return style_loss_of([moments(g, mean_std) for g in gen], targets, layer_weights, image_pixels, invariant, mean_std)
+
+
+def style_loss_of(
+    stats: Sequence[Moments],
+    targets: Sequence[StyleTarget],
+    layer_weights: tf.Tensor,
+    image_pixels: tf.Tensor,
+    invariant: bool,
+    mean_std: bool = False,
+) -> tf.Tensor:
+    """:func:`style_loss` from each style layer's :class:`Moments` (of the whole image)."""
     terms = []
-    for i, (g, target) in enumerate(zip(gen, targets)):
-        n = pixels(g)
+    for i, (m, target) in enumerate(zip(stats, targets)):
+        n = m.n
+        channels = tf.cast(tf.shape(m.gram)[-1], tf.float32)
         if invariant:
-            channels = tf.cast(tf.shape(g)[-1], tf.float32)
-            term = tf.reduce_mean(tf.square(target.gram / channels - raw_gram(g) / (channels * n)))
+            term = tf.reduce_mean(tf.square(target.gram / channels - m.gram / (channels * n)))
         else:
-            term = tf.reduce_sum(tf.square(target.gram * n - raw_gram(g))) / (4.0 * 9.0 * tf.square(image_pixels))
+            term = tf.reduce_sum(tf.square(target.gram * n - m.gram)) / (4.0 * 9.0 * tf.square(image_pixels))
         if mean_std:
-            stats = style_target(g)
+            gen = target_of(m)
             term += _distance(
                 target.mean[:, None] * target.mean[None, :],
-                stats.mean[:, None] * stats.mean[None, :],
+                gen.mean[:, None] * gen.mean[None, :],
                 n,
                 image_pixels,
                 invariant,
             )
-            term += _distance(target.var, stats.var, n, image_pixels, invariant)
+            term += _distance(target.var, gen.var, n, image_pixels, invariant)
         terms.append(layer_weights[i] * term)
     return tf.add_n(terms)
+
+
+def content_loss_of(sums: Sequence[tf.Tensor], counts: Sequence[tf.Tensor], invariant: bool) -> tf.Tensor:
+    """:func:`content_loss` from each content layer's Σ (F_gen − F_content)² and its element count."""
+    return tf.add_n([s / c if invariant else s for s, c in zip(sums, counts)])
 
 
 def total_variation(image: tf.Tensor, power: tf.Tensor, invariant: bool) -> tf.Tensor:

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 BGR_MEAN = (103.939, 116.779, 123.68)
 
 _lock = threading.Lock()
-_bases: dict[tuple[str, str | None, str], object] = {}
-_cut: dict[tuple[str, str | None, str, tuple[str, ...]], object] = {}
+_bases: dict[tuple[str, str | None, str, str], object] = {}
+_cut: dict[tuple[str, str | None, str, str, tuple[str, ...]], object] = {}
 
 
 def _resolve(weights: str, sha256: str | None) -> str:
@@ -46,8 +46,9 @@ def _resolve(weights: str, sha256: str | None) -> str:
     return str(path)
 
 
-def _build_base(weights: str, precision: str) -> object:
+def _build_base(weights: str, precision: str, device: str = "") -> object:
     import keras
+    import tensorflow as tf
 
     try:
         # The dtype policy applies to layers as they are built: under mixed_bfloat16 the convolutions
@@ -55,7 +56,8 @@ def _build_base(weights: str, precision: str) -> object:
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
         try:
-            return keras.applications.VGG19(include_top=False, weights=weights, input_shape=(None, None, 3))
+            with tf.device(device):
+                return keras.applications.VGG19(include_top=False, weights=weights, input_shape=(None, None, 3))
         finally:
             keras.mixed_precision.set_global_policy(previous)
     except WeightsError:
@@ -70,7 +72,9 @@ def _build_base(weights: str, precision: str) -> object:
         raise WeightsError(f"could not load VGG19 weights from {weights!r}: {type(e).__name__}: {e}") from None
 
 
-def feature_model(weights: str, layers: Sequence[str], sha256: str | None = None, precision: str = "float32") -> object:
+def feature_model(
+    weights: str, layers: Sequence[str], sha256: str | None = None, precision: str = "float32", device: str = ""
+) -> object:
     """Return a Keras model mapping a preprocessed ``(N, H, W, 3)`` batch to ``layers``' outputs.
 
     The VGG19 base is built and its weights loaded once per process, weights source and precision;
@@ -83,22 +87,24 @@ def feature_model(weights: str, layers: Sequence[str], sha256: str | None = None
         layers: Conv layer names, outputs in this order (duplicates allowed).
         sha256: Expected hex sha256 of the weights file, or ``None`` to skip the check.
         precision: ``float32`` or ``bfloat16`` (see :func:`resolve_precision`).
+        device: Where its weights live (``/GPU:1``; default: TensorFlow's choice): one copy per
+            device that evaluates tiles.
 
     Raises:
         WeightsError: weights missing, unreadable, or failing the sha256 check.
     """
     import keras
 
-    key = (weights, sha256, precision)
+    key = (weights, sha256, precision, device)
     layers = tuple(layers)
     with _lock:
-        cut_key = (weights, sha256, precision, layers)
+        cut_key = (weights, sha256, precision, device, layers)
         if cut_key in _cut:
             return _cut[cut_key]
         if key not in _bases:
             source = _resolve(weights, sha256)
             start = time.perf_counter()
-            _bases[key] = _build_base(source, precision)
+            _bases[key] = _build_base(source, precision, device)
             log.info("loaded VGG19 weights %s (%s) in %.2f s", source, precision, time.perf_counter() - start)
         base = _bases[key]
         outputs = [base.get_layer(name).output for name in layers]  # type: ignore[attr-defined]
