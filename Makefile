@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: test test-fast lint bench demo dev clean
+.PHONY: test test-fast test-containers lint bench demo dev clean
 
 # Create the virtualenv, install the project with every extra, run the whole suite.
 test: $(STAMP)
@@ -12,7 +12,13 @@ test: $(STAMP)
 
 # Everything but the tests marked slow (real servers, subprocess CLIs).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not containers"
+
+# The images and the compose stack built and run for real with podman (root, Debian): installs
+# podman and podman-compose, builds every image, runs the tests/containers suite, removes it all.
+test-containers: $(STAMP)
+	VENV=$(VENV) sh tests/containers/setup.sh
+	$(BIN)/python -m pytest tests/containers -m containers -v -s --timeout 3600
 
 lint: $(STAMP)
 	$(BIN)/ruff check producer worker tests benchmarks

@@ -42,6 +42,8 @@ variable                                   default                    meaning
 ``STYLEQUEUE_PROC_ALIVE_TIMEOUT_S``        ``300``                    time a worker child has to load the model (s)
 ``STYLEQUEUE_METRICS_PORT``                ``9808``                   worker's Prometheus port (0: off)
 ``STYLEQUEUE_HEALTH_DIR``                  ``/tmp/stylequeue-health`` per-child state files for ``stylequeue health``
+``STYLEQUEUE_HEALTH_STALL_S``              ``0``                      ``stylequeue health`` fails when a job made no
+                                                                      progress this long (s; 0: off)
 ``STYLEQUEUE_LEASE_TTL_S``                 ``30``                     a run's lease outlives its last renewal by this
 ``STYLEQUEUE_SWEEP_INTERVAL_S``            ``10``                     workers look for abandoned jobs this often (s)
 ``STYLEQUEUE_MAX_WORKER_LOSSES``           ``3``                      crashed runs before a job is dead-lettered
@@ -117,6 +119,7 @@ class Settings:
     proc_alive_timeout_s: int = 300
     metrics_port: int = 9808
     health_dir: str = "/tmp/stylequeue-health"
+    health_stall_s: float = 0.0
     lease_ttl_s: float = 30.0
     sweep_interval_s: float = 10.0
     max_worker_losses: int = 3

@@ -144,3 +144,19 @@ def test_api_and_notifier_services_run_the_light_image(compose: dict) -> None:
     assert pod["command"][:2] == ["stylequeue", "api"] and pod["readinessProbe"]["httpGet"]["path"] == "/readyz"
     notifier_pod = k8s["stylequeue-notifier"]["spec"]["template"]["spec"]["containers"][0]
     assert notifier_pod["command"][:2] == ["stylequeue", "notifier"]
+
+
+def test_gpu_and_cpu_workers_differ_only_in_base_image_and_devices(compose: dict) -> None:
+    """The CPU variant (built and run for real by tests/containers) stands for the GPU one."""
+    services = compose["services"]
+
+    def essentials(service: dict) -> dict:
+        kept = {k: v for k, v in service.items() if k not in ("deploy", "profiles", "image", "hostname")}
+        kept["build"] = {k: v for k, v in service["build"].items() if k != "args"}
+        return kept
+
+    gpu, cpu = services["worker-gpu0"], services["worker-cpu"]
+    assert essentials(gpu) == essentials(cpu)
+    assert gpu["deploy"]["resources"]["reservations"]["devices"] and "deploy" not in cpu
+    base_gpu = next(c for c in dockerfile.parse_file(str(ROOT / "worker" / "Dockerfile")) if c.cmd == "ARG").value[0]
+    assert base_gpu.split("=", 1)[1].replace("-gpu", "") == cpu["build"]["args"]["BASE_IMAGE"]

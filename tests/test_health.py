@@ -1,7 +1,10 @@
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
+
+from helpers import cli
 
 from worker.middleware.health import ChildState, check
 
@@ -39,3 +42,15 @@ def test_files_of_dead_children_are_ignored_and_removed(tmp_path: Path) -> None:
     state.idle()
     state.remove()
     assert not list(tmp_path.iterdir())
+
+
+def test_the_stall_limit_comes_from_the_environment_and_the_flag_overrides_it(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK has no --stall-s: STYLEQUEUE_HEALTH_STALL_S sets it per deployment."""
+    state = {"pid": os.getpid(), "job_id": "job-4", "started_at": time.time() - 60, "progress_at": time.time() - 60}
+    (tmp_path / f"child-{os.getpid()}.json").write_text(json.dumps(state))
+    env = {**os.environ, "STYLEQUEUE_HEALTH_DIR": str(tmp_path)}
+    assert cli("health", env=env).returncode == 0  # no stall limit by default
+    env["STYLEQUEUE_HEALTH_STALL_S"] = "30"
+    assert cli("health", env=env).returncode == 1
+    assert cli("health", "--stall-s", "0", env=env).returncode == 0
+    assert cli("health", "--stall-s", "90", env=env).returncode == 0

@@ -39,7 +39,12 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--ping", action="store_true", help="also ping the worker through the broker")
     p.add_argument("--node", default=None, help="node name to ping (default stylequeue@<hostname>)")
-    p.add_argument("--stall-s", type=float, default=None, help="a job without progress this long is stuck")
+    p.add_argument(
+        "--stall-s",
+        type=float,
+        default=None,
+        help="a job without progress this long is stuck (default STYLEQUEUE_HEALTH_STALL_S; 0: no limit)",
+    )
     p.add_argument("--grace-s", type=float, default=120.0, help="slack past the hard time limit (default 120)")
     p.set_defaults(run=run_health)
 
@@ -100,7 +105,8 @@ def run_health(args: argparse.Namespace) -> int:
     from worker.middleware import health
 
     settings = Settings.from_env()
-    verdict = health.check(settings.health_dir, settings.hard_time_limit_s + args.grace_s, args.stall_s)
+    stall_s = settings.health_stall_s if args.stall_s is None else args.stall_s
+    verdict = health.check(settings.health_dir, settings.hard_time_limit_s + args.grace_s, stall_s or None)
     lines, ok = list(verdict.lines), verdict.ok
     if args.ping:
         from producer.app import make_celery
