@@ -18,12 +18,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import inputs
 import numpy as np
 
 from producer.params import Params
 from worker.nst import images, quiet
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 GROUPS = {
     "color": [{"color": c} for c in ("none", "preserve", "luminance", "match")],
     "style_loss": [{"style_loss": s} for s in ("gram", "mean_std")],
@@ -39,15 +39,14 @@ def main() -> None:
     parser.add_argument("--style", default="the_scream.jpg")
     parser.add_argument("--out", default="docs/modes")
     args = parser.parse_args()
-    weights = SHARED / "vgg19" / "vgg19_imagenet_notop.weights.h5"
+    weights = inputs.IMAGENET
     if not weights.exists():
-        raise SystemExit(f"needs the ImageNet weights at {weights} and photos in {SHARED / 'images'}")
+        raise SystemExit(f"needs the ImageNet weights at {weights} and photos in {inputs.SHARED / 'images'}")
     quiet.tensorflow()
     from worker.nst.engine import Engine
 
     engine = Engine(weights=str(weights))
-    content = images.load((SHARED / "images" / args.content).read_bytes())
-    style = images.load((SHARED / "images" / args.style).read_bytes())
+    content, style = inputs.pair(args.content, args.style)
     base = Params(
         size=args.size,
         iterations=args.iterations,

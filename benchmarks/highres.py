@@ -21,13 +21,11 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+import inputs
 
 
 def child(size: int, tile: int, evaluations: int, weights: str) -> None:
@@ -35,18 +33,12 @@ def child(size: int, tile: int, evaluations: int, weights: str) -> None:
     import numpy as np
 
     from producer.params import Params
-    from worker.nst import images, quiet
+    from worker.nst import quiet
 
     quiet.tensorflow()
     from worker.nst.engine import Engine
 
-    if (SHARED / "images" / "tubingen.jpg").exists():
-        content = images.load((SHARED / "images" / "tubingen.jpg").read_bytes())
-        style = images.load((SHARED / "images" / "starry_night.jpg").read_bytes())
-    else:
-        rng = np.random.default_rng(0)
-        content = rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)
-        style = rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)
+    content, style = inputs.pair()
     engine = Engine(weights=weights)
     started = time.perf_counter()
     problem = engine.prepare(content, [style], Params(size=(size, size), tile=tile))
@@ -69,15 +61,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--child", nargs=2, type=int, metavar=("SIZE", "TILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    shared_w = SHARED / "vgg19" / "vgg19_imagenet_notop.weights.h5"
-    if args.weights:
-        weights = args.weights
-    elif shared_w.exists():
-        weights = str(shared_w)
-    else:
-        from worker.nst import vgg
-
-        weights = vgg.save_random_weights(Path(tempfile.mkdtemp()) / "r.weights.h5")
+    weights = inputs.weights(args.weights)
     if args.child:
         child(args.child[0], args.child[1], args.evaluations, weights)
         return
@@ -140,10 +124,15 @@ def main() -> None:
         a, b = tiled[-2], tiled[-1]
         per_pixel = (b["peak_rss"] - a["peak_rss"]) / (b["size"] ** 2 - a["size"] ** 2)
         base = a["peak_rss"] - per_pixel * a["size"] ** 2
-        print(f"\ntiled: peak RSS ≈ {base / 2**30:.2f} GiB + {per_pixel:.0f} B per output pixel (measured slope)")
+        print(f"\ntiled evaluation: peak RSS ≈ {base / 2**30:.2f} GiB + {per_pixel:.0f} B per output pixel (measured)")
+        print("largest square output a job fits in, with L-BFGS's state added (80% of the memory used):")
         for memory in (8, 16, 24, 48, 80, 141):
-            side = int(((memory * 2**30 * 0.8 - base) / per_pixel) ** 0.5) if memory * 2**30 * 0.8 > base else 0
-            print(f"  {memory:4d} GiB (80% used): up to about {side}² px")
+            cells = []
+            for m in (10, 3):
+                total = per_pixel + budget.lbfgs_bytes_per_pixel(Params(lbfgs_memory=m))
+                free = memory * 2**30 * 0.8 - base
+                cells.append(f"m={m}: {int((free / total) ** 0.5) if free > 0 else 0}²")
+            print(f"  {memory:4d} GiB   " + "   ".join(cells))
 
 
 if __name__ == "__main__":

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import inputs
 import numpy as np
 from PIL import Image
 
 from producer.params import Params
-from worker.nst import images, pyramid, quiet, vgg
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from worker.nst import images, pyramid, quiet
 
 
 def main() -> None:
@@ -41,15 +39,8 @@ def main() -> None:
     quiet.tensorflow()
     from worker.nst.engine import Engine
 
-    shared_w = SHARED / "vgg19" / "vgg19_imagenet_notop.weights.h5"
-    weights = str(shared_w) if shared_w.exists() else vgg.save_random_weights(Path(tempfile.mkdtemp()) / "r.weights.h5")
-    if (SHARED / "images" / "tubingen.jpg").exists():
-        content = images.load((SHARED / "images" / "tubingen.jpg").read_bytes())
-        style = images.load((SHARED / "images" / "starry_night.jpg").read_bytes())
-    else:
-        rng = np.random.default_rng(0)
-        content = rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)
-        style = rng.integers(0, 256, (384, 512, 3), dtype=np.uint8)
+    weights = inputs.weights()
+    content, style = inputs.pair()
     engine = Engine(weights=weights)
     weights_invariant = {"content_weight": 1.0, "style_weight": 200.0, "tv_weight": 50.0}
     base = Params(
