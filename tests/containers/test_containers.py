@@ -194,8 +194,8 @@ def remove_project(stack: Stack) -> None:
     stack.compose("down", "-v", "-t", "30", timeout=600)
     label = f"label=com.docker.compose.project={PROJECT}"
     left = podman("ps", "-aq", "--filter", label).stdout.split()
-    if left:
-        podman("rm", "-f", "-t", "5", *left, timeout=300)
+    if left:  # --depend: a replica still depends on redis and seaweedfs
+        podman("rm", "-f", "--depend", "-t", "5", *left, timeout=300)
     volumes = podman("volume", "ls", "-q", "--filter", f"name={PROJECT}_").stdout.split()
     if volumes:
         podman("volume", "rm", "-f", *volumes)
