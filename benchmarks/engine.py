@@ -173,13 +173,11 @@ def timed(fn, x: np.ndarray, repeats: int) -> float:  # type: ignore[no-untyped-
     fn(x)  # trace and warm up
     start = time.perf_counter()
     fn(x)
-    first = time.perf_counter() - start
-    if first > 20.0:
-        return first
-    start = time.perf_counter()
-    for _ in range(repeats):
+    if time.perf_counter() - start > 20.0:
+        return time.perf_counter() - start
+    for _ in range(repeats - 1):
         fn(x)
-    return (time.perf_counter() - start) / repeats
+    return (time.perf_counter() - start) / max(repeats, 1)
 
 
 def lbfgs(fn, x0: np.ndarray, iterations: int) -> float:  # type: ignore[no-untyped-def]

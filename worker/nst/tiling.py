@@ -30,7 +30,7 @@ thread per device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +164,9 @@ class TiledObjective:
         self.counts = [tf.constant(float(np.prod(t.shape))) for t in self.content_targets]
         key = (tuple(layers), mean_std)
         self._fns = [self._functions(device, model, compiled, key) for device, model in self.models]
+        # What each tile needs at every evaluation, made once: its core box and content targets.
+        self._boxes = [tf.constant(t.box, tf.int32) for t in self.tiles]
+        self._content = [self._content_cores(t) for t in self.tiles]
         self._tv = compiled.setdefault(("tv", invariant), _tv_function(invariant))
 
     # -- compiled pieces, per device ------------------------------------------------------------
@@ -182,9 +185,6 @@ class TiledObjective:
             cores = [_core(f, box, s) for f, s in zip(feats, scales)]
             sums = [tf.reduce_sum(tf.square(c - t)) for c, t in zip(cores[:n_content], content_cores)]
             return sums, [losses.moments(c, mean_std) for c in cores[n_content:]]
-
-        def stats(x: tf.Tensor, box: tf.Tensor, content_cores: list[tf.Tensor]) -> Any:
-            return core_stats(x, box, content_cores)
 
         def gradient(
             x: tf.Tensor,
@@ -213,7 +213,7 @@ class TiledObjective:
         styled = channels[n_content:]
         with tf.device(device):
             fns = (
-                tf.function(stats, input_signature=[image, box, cores]),
+                tf.function(core_stats, input_signature=[image, box, cores]),
                 tf.function(
                     gradient,
                     input_signature=[
@@ -267,7 +267,7 @@ class TiledObjective:
         x = np.asarray(x, np.float32).reshape(self.shape)
 
         def pass1(i: int, tile: Tile, device: str, fns: Any) -> Any:
-            sums, moments = fns[0](self._crop(x, tile), tf.constant(tile.box, tf.int32), self._content_cores(tile))
+            sums, moments = fns[0](self._crop(x, tile), self._boxes[i], self._content[i])
             return [s.numpy() for s in sums], [losses.Moments(*(v.numpy() for v in m)) for m in moments]
 
         parts = self._over_tiles(pass1)
@@ -298,8 +298,8 @@ class TiledObjective:
         def pass2(i: int, tile: Tile, device: str, fns: Any) -> Any:
             return fns[1](
                 self._crop(x, tile),
-                tf.constant(tile.box, tf.int32),
-                self._content_cores(tile),
+                self._boxes[i],
+                self._content[i],
                 content_coefs,
                 d_gram,
                 d_total,
@@ -327,21 +327,27 @@ def _tv_function(invariant: bool) -> Any:
     )
 
 
+def _tile_features(
+    models: Sequence[tuple[str, Any]], x: np.ndarray, layers: Sequence[str], tile: int
+) -> Iterator[tuple[Tile, tf.Tensor, list[tf.Tensor]]]:
+    """``(tile, its core box, the crop's float32 features)`` for every tile of ``x``, devices in turn."""
+    for i, tile_ in enumerate(grid(x.shape[1], x.shape[2], tile, layers)):
+        device, model = models[i % len(models)]
+        with tf.device(device):
+            feats = model(tf.constant(x[tile_.window]), training=False)
+        yield tile_, tf.constant(tile_.box), [tf.cast(f, tf.float32) for f in feats]
+
+
 def features(
     models: Sequence[tuple[str, Any]], x: np.ndarray, layers: Sequence[str], tile: int, wanted: Sequence[int]
 ) -> list[np.ndarray]:
     """Whole feature maps of the layers at ``wanted`` positions, computed tile by tile (exactly)."""
     height, width = x.shape[1:3]
-    tiles = grid(height, width, tile, layers)
     out: list[np.ndarray | None] = [None] * len(wanted)
-    for i, tile_ in enumerate(tiles):
-        device, model = models[i % len(models)]
-        with tf.device(device):
-            feats = model(tf.constant(x[tile_.window]), training=False)
-        box = tf.constant(tile_.box)
+    for tile_, box, feats in _tile_features(models, x, layers, tile):
         for j, k in enumerate(wanted):
             s = scale_of(layers[k])
-            core = _core(tf.cast(feats[k], tf.float32), box, s).numpy()
+            core = _core(feats[k], box, s).numpy()
             whole = out[j]
             if whole is None:
                 whole = out[j] = np.zeros((1, height // s, width // s, core.shape[-1]), np.float32)
@@ -359,13 +365,8 @@ def moments(
     mean_std: bool,
 ) -> list[losses.Moments]:
     """The whole image's :class:`~worker.nst.losses.Moments` at the layers at ``wanted``, tile by tile."""
-    height, width = x.shape[1:3]
     sums: list[list[losses.Moments]] = [[] for _ in wanted]
-    for i, tile_ in enumerate(grid(height, width, tile, layers)):
-        device, model = models[i % len(models)]
-        with tf.device(device):
-            feats = model(tf.constant(x[tile_.window]), training=False)
-        box = tf.constant(tile_.box)
+    for _, box, feats in _tile_features(models, x, layers, tile):
         for j, k in enumerate(wanted):
-            sums[j].append(losses.moments(_core(tf.cast(feats[k], tf.float32), box, scale_of(layers[k])), mean_std))
+            sums[j].append(losses.moments(_core(feats[k], box, scale_of(layers[k])), mean_std))
     return [losses.add_moments(parts) for parts in sums]
