@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: test test-fast test-containers lint bench demo dev clean
+.PHONY: test test-fast test-other-precision test-containers lint bench demo dev clean
 
 # Create the virtualenv, install the project with every extra, run the whole suite.
 test: $(STAMP)
@@ -13,6 +13,14 @@ test: $(STAMP)
 # Everything but the tests marked slow (real servers, subprocess CLIs).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not containers"
+
+# The engine, tiling and options tests once more with precision `auto` resolved the other way from
+# this machine's (STYLEQUEUE_AUTO_PRECISION): float32 where the CPU has native bfloat16, bfloat16
+# where it has not, so every machine runs both (CI runs it after `make test`).
+test-other-precision: $(STAMP)
+	STYLEQUEUE_AUTO_PRECISION=$$($(BIN)/python -c "from worker.nst.vgg import native_bfloat16; \
+	  print('float32' if native_bfloat16() else 'bfloat16')") \
+	  $(BIN)/python -m pytest tests/test_engine.py tests/test_tiling.py tests/test_options.py
 
 # The images and the compose stack built and run for real with podman (root, Debian): installs
 # podman and podman-compose, builds every image, runs the tests/containers suite, removes it all.

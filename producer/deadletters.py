@@ -21,11 +21,18 @@ from typing import Any
 from producer.keys import DEAD, DEAD_INDEX
 
 # Add the entry, then drop entries older than the TTL and the oldest beyond the cap; return how
-# many were dropped. KEYS: hash, index. ARGV: job id, entry, now, ttl, max.
+# many were dropped. KEYS: hash, index. ARGV: job id, entry, now (integer microseconds), ttl (s), max.
+# The index's score is the arrival order: the caller's clock in microseconds, but always above every
+# score already there, so entries that arrive in the same microsecond (a burst) or from a worker
+# whose clock is behind still sort by arrival, and the cap drops exactly the oldest arrivals.
 _RECORD = """
+local now = tonumber(ARGV[3])
+local last = redis.call('zrange', KEYS[2], -1, -1, 'WITHSCORES')
+local score = now
+if #last == 2 and tonumber(last[2]) >= score then score = tonumber(last[2]) + 1 end
 redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
-redis.call('zadd', KEYS[2], ARGV[3], ARGV[1])
-local expired = redis.call('zrangebyscore', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+redis.call('zadd', KEYS[2], score, ARGV[1])
+local expired = redis.call('zrangebyscore', KEYS[2], '-inf', now - tonumber(ARGV[4]) * 1000000)
 local over = redis.call('zcard', KEYS[2]) - #expired - tonumber(ARGV[5])
 local dropped = expired
 if over > 0 then
@@ -63,8 +70,9 @@ def record(
         "attempts": attempts,
         "failed_at": now,
     }
+    now_us = int(now * 1_000_000)
     return int(
-        redis.eval(_RECORD, 2, DEAD, DEAD_INDEX, job_id, json.dumps(entry, default=str), now, ttl_s, max_entries)
+        redis.eval(_RECORD, 2, DEAD, DEAD_INDEX, job_id, json.dumps(entry, default=str), now_us, ttl_s, max_entries)
     )
 
 

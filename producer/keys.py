@@ -13,7 +13,7 @@ key                         type   written by                              bound
 ``stylequeue:jobs``         zset   the client at submit, the worker at     ``STYLEQUEUE_JOBS_INDEX_MAX`` entries,
                                    start (job id → first seen, epoch s)    none older than the result expiry
 ``stylequeue:dead``         hash   the worker: dead letters                ``STYLEQUEUE_DEAD_LETTERS_MAX``
-``stylequeue:dead:index``   zset   (job id → failed at)                    entries, ``..._DEAD_LETTER_TTL_S``
+``stylequeue:dead:index``   zset   (job id → arrival: µs, strictly rising) entries, ``..._DEAD_LETTER_TTL_S``
 ``stylequeue:sweeper``      string the worker sweeping this interval       ``STYLEQUEUE_SWEEP_INTERVAL_S``
 ``stylequeue:claim:<tag>``  string a worker that received a message, until ``STYLEQUEUE_PROC_ALIVE_TIMEOUT_S``
                                    its run takes the lease                 + 60 s

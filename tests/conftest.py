@@ -14,6 +14,25 @@ import pytest
 from helpers import WorkerProcess, png_bytes, random_rgb
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The machine in every log: the CPU flags that decide precision ``auto``, and what it resolves to."""
+    from pathlib import Path
+
+    from worker.nst import vgg
+
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16") if f in flags]
+    forced = os.environ.get(vgg.AUTO_PRECISION_ENV)
+    return [
+        f"cpu: {os.cpu_count()} cores, flags {' '.join(shown) or '(none of avx2/avx512/amx)'}",
+        f"precision auto -> {vgg.resolve_precision('auto')}"
+        + (f" ({vgg.AUTO_PRECISION_ENV}={forced})" if forced else f" (native bfloat16: {vgg.native_bfloat16()})"),
+    ]
+
+
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A VGG19 (no top) Keras weights file with seeded random weights, loaded like real ones."""

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+import pytest
+
 from producer import deadletters, keys
 
 
@@ -12,6 +14,24 @@ def test_cap_drops_the_oldest_and_says_how_many(fresh_redis: Any) -> None:
     assert sum(dropped) == 5 and fresh_redis.hlen(keys.DEAD) == 20
     ids = [e["job_id"] for e in deadletters.entries(fresh_redis, 100)]
     assert ids[0] == "j24" and ids[-1] == "j5"  # newest first; j0..j4 were dropped
+
+
+def test_a_burst_of_1000_drops_exactly_the_oldest_arrivals(fresh_redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All 1,000 arrive within one clock tick (the clock is frozen): arrival order still decides."""
+    monkeypatch.setattr(deadletters.time, "time", lambda: 1_800_000_000.0)
+    dropped = sum(deadletters.record(fresh_redis, f"j{i}", None, "X", "m", 1, max_entries=100) for i in range(1000))
+    ids = [e["job_id"] for e in deadletters.entries(fresh_redis, 1000)]
+    assert dropped == 900 and ids == [f"j{i}" for i in range(999, 899, -1)]  # newest first; j0..j899 went
+
+
+def test_a_worker_whose_clock_is_behind_still_adds_the_newest(
+    fresh_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = iter([1_800_000_000.0, 1_799_999_990.0])  # the second worker's clock is 10 s behind
+    monkeypatch.setattr(deadletters.time, "time", lambda: next(clock))
+    deadletters.record(fresh_redis, "first", None, "X", "m", 1, max_entries=1)
+    assert deadletters.record(fresh_redis, "second", None, "X", "m", 1, max_entries=1) == 1
+    assert [e["job_id"] for e in deadletters.entries(fresh_redis)] == ["second"]
 
 
 def test_entries_older_than_the_ttl_go_and_both_keys_expire(fresh_redis: Any) -> None:

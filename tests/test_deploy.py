@@ -55,6 +55,16 @@ def test_redis_persists_and_never_evicts(compose: dict) -> None:
     assert compose["services"]["redis"]["healthcheck"]
 
 
+def test_the_store_is_healthy_only_when_the_endpoint_the_workers_use_answers(compose: dict) -> None:
+    """Its health check probes the S3 port of STYLEQUEUE_S3_ENDPOINT_URL, not the master (up before S3)."""
+    from urllib.parse import urlsplit
+
+    endpoint = urlsplit(compose["x-worker"]["environment"]["STYLEQUEUE_S3_ENDPOINT_URL"])
+    probe = urlsplit(compose["services"]["seaweedfs"]["healthcheck"]["test"][-1])
+    assert endpoint.hostname == "seaweedfs" and probe.port == endpoint.port == 8333, probe
+    assert compose["x-worker"]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+
+
 def test_one_gpu_service_per_gpu(compose: dict) -> None:
     gpu = {name: s for name, s in compose["services"].items() if name.startswith("worker-gpu")}
     assert len(gpu) >= 2

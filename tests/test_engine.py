@@ -52,7 +52,11 @@ def test_seed_loss_equals_straightforward_computation(engine: Engine, weights_fi
 
 @pytest.mark.parametrize("normalization", ["seed", "invariant"])
 def test_gradient_matches_finite_differences(engine: Engine, normalization: str) -> None:
-    params = Params(size=(16, 16), normalization=normalization, content_weight=1.0, style_weight=1e3)
+    """float32 pinned: a central difference of a bfloat16 loss is rounding noise (bfloat16's gradient
+    is checked against float32's in test_bfloat16_loss_and_gradient_are_close_to_float32)."""
+    params = Params(
+        size=(16, 16), normalization=normalization, content_weight=1.0, style_weight=1e3, precision="float32"
+    )
     problem = engine.prepare(random_rgb(16, 16, 1), [random_rgb(16, 16, 2)], params)
     x = preprocess(random_rgb(16, 16, 3)).astype(np.float64)
     _, _, grad = problem.loss_and_grad(x)
@@ -179,6 +183,27 @@ def test_weights_errors(tmp_path, weights_file: str) -> None:
     assert vgg.feature_model(weights_file, ["block1_conv1"], sha256=good) is not None
 
 
+def test_a_weights_file_under_the_other_format_s_name_says_what_to_rename(tmp_path, weights_file: str) -> None:
+    """Keras picks its reader from the name: a Keras 3 file named plain .h5 (as when uploaded as
+    s3://models/w.h5) would fail with "Layer count mismatch ... found 0 saved layers"."""
+    import shutil
+
+    import h5py
+
+    plain = tmp_path / "w.h5"
+    shutil.copy(weights_file, plain)
+    with pytest.raises(WeightsError, match=r"is a Keras 3 weights file.*w\.weights\.h5"):
+        vgg.feature_model(str(plain), ["block1_conv1"])
+    legacy = tmp_path / "old.weights.h5"
+    with h5py.File(legacy, "w") as f:
+        f.attrs["layer_names"] = [b"block1_conv1"]
+    with pytest.raises(WeightsError, match=r"legacy .* HDF5 weights file.*old\.h5"):
+        vgg.feature_model(str(legacy), ["block1_conv1"])
+    (tmp_path / "junk.weights.h5").write_bytes(b"not hdf5")
+    with pytest.raises(WeightsError, match="not an HDF5 file"):
+        vgg.feature_model(str(tmp_path / "junk.weights.h5"), ["block1_conv1"])
+
+
 def test_imagenet_without_network_says_how_to_give_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(*args, **kwargs):
         raise OSError("URL fetch failure: network is unreachable")
@@ -203,11 +228,24 @@ def test_bfloat16_loss_and_gradient_are_close_to_float32(engine: Engine) -> None
     assert engine.precision(Params(precision="auto")) in ("float32", "bfloat16")
 
 
-def test_auto_precision_is_float32_without_native_bfloat16() -> None:
-    from worker.nst.vgg import native_bfloat16, resolve_precision
+def test_auto_precision_is_float32_without_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.nst.vgg import AUTO_PRECISION_ENV, native_bfloat16, resolve_precision
 
+    monkeypatch.delenv(AUTO_PRECISION_ENV, raising=False)
     assert resolve_precision("bfloat16") == "bfloat16" and resolve_precision("float32") == "float32"
     assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
+
+
+def test_the_switch_makes_auto_resolve_as_on_another_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.nst.vgg import AUTO_PRECISION_ENV, resolve_precision
+
+    for forced in ("bfloat16", "float32"):
+        monkeypatch.setenv(AUTO_PRECISION_ENV, forced)
+        assert resolve_precision("auto") == forced
+        assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    monkeypatch.setenv(AUTO_PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match="STYLEQUEUE_AUTO_PRECISION='fp16'"):
+        resolve_precision("auto")
 
 
 def test_coarse_to_fine_levels_and_progress_across_them(engine: Engine) -> None:

@@ -54,16 +54,47 @@ def test_node_loss_with_the_default_visibility_timeout_is_recovered_within_the_l
 
 
 def test_a_job_running_past_the_visibility_timeout_is_not_delivered_again(stack_env, inputs, store, tmp_path) -> None:
-    """The sweep keeps a leased job's message visible: kombu never redelivers it, however long it runs."""
-    # A sweep a second (FAST) against a 6 s visibility timeout: 5 s of slack for a loaded machine.
-    env = {**FAST, "STYLEQUEUE_VISIBILITY_TIMEOUT_S": "6", "STYLEQUEUE_RESTORE_INTERVAL_S": "1"}
+    """The sweep keeps a leased job's message visible: kombu never redelivers it, however long it runs.
+
+    The job is long by construction (100,000 iterations: far longer than the test watches, on any
+    CPU). The test waits by the wall clock until the job has been running for three visibility
+    timeouts (kombu's restore looks every second) and is still making progress, checks that nothing
+    delivered it again, then cancels it: it ends REVOKED, once, with no output.
+    """
+    from producer import keys
+    from producer.broker import connect
+
+    visibility_s = 6  # a sweep a second (FAST) against it: 5 s of slack for a loaded machine
+    env = {
+        **FAST,
+        "STYLEQUEUE_VISIBILITY_TIMEOUT_S": str(visibility_s),
+        "STYLEQUEUE_RESTORE_INTERVAL_S": "1",
+        "STYLEQUEUE_MAX_ITERATIONS": "100000",
+    }
     with own_workers(stack_env, tmp_path, "vis", count=2, **env) as (client, workers):
-        job = client.submit(C, S, "s3://outputs/vis/", {"size": 48, "iterations": 300, "init": "noise", "seed": 2})
-        result = job.wait(timeout=240)
-        assert result.iterations == 300 and result.resumed_from == 0 and result.seconds > 18  # 3x the timeout
+        redis = connect(stack_env["STYLEQUEUE_BROKER_URL"])
+        params = {"size": 48, "iterations": 100_000, "init": "noise", "seed": 2}
+        job = client.submit(C, S, "s3://outputs/vis/", params)
+        first = wait_for(job.progress, 120, "the job's first progress")
+        running_since = time.monotonic()
+
+        def still_running_after_three_timeouts() -> Any:
+            p = job.progress()
+            late = time.monotonic() - running_since > 3 * visibility_s
+            return p if late and p is not None and p.iteration > first.iteration else None
+
+        wait_for(still_running_after_three_timeouts, 120, "progress after three visibility timeouts")
+        assert job.status() == "PROGRESS"
+        assert int(redis.get(keys.RUNS.format(job.id)) or 0) == 1  # one run ever started
+        assert redis.llen("stylequeue-vis") == 0  # not put back on the queue
         assert not [r for w in workers for r in w.lines() if r.get("event", "").startswith("delivery_")]
-        assert len(events(workers, "job_done", job.id)) == 1
-        assert objects(store, "outputs", "vis/") == [f"vis/{job.id}.png"]
+
+        assert job.cancel() == "stopping"
+        with pytest.raises(JobFailed, match="JobCancelled"):
+            job.wait(timeout=120)
+        assert len(events(workers, "job_cancelled", job.id)) == 1
+        assert not [r for w in workers for r in w.lines() if r.get("event", "").startswith("delivery_")]
+        assert f"vis/{job.id}.png" not in objects(store, "outputs", "vis/")  # no output (a checkpoint stays)
 
 
 def test_same_job_id_twice_gives_one_output(stack_env, inputs, store, tmp_path) -> None:
@@ -192,7 +223,8 @@ def test_a_broker_restart_mid_job_does_not_wait_for_the_visibility_timeout(stack
 
     redis_server = RedisServer(tmp_path / "redis", appendonly=True).start()
     try:
-        env = {**FAST, "STYLEQUEUE_BROKER_URL": redis_server.url}
+        # The client's budget (STYLEQUEUE_CLIENT_TIMEOUT_S) outlasts the 3 s outage and the restart.
+        env = {**FAST, "STYLEQUEUE_BROKER_URL": redis_server.url, "STYLEQUEUE_CLIENT_TIMEOUT_S": "30"}
         with own_workers(stack_env, tmp_path, "redisdown", **env) as (client, workers):
             job = client.submit(
                 C, S, "s3://outputs/redis/", {"size": 48, "iterations": 120, "init": "noise", "seed": 3}

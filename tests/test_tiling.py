@@ -38,24 +38,48 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
 
 
-@pytest.mark.parametrize(
-    "extra", LAYER_CHOICES, ids=["seed", "invariant-with-tv", "mean_std", "deep-layers", "shallow"]
-)
-def test_tiled_loss_and_gradient_equal_the_whole_images(engine, extra) -> None:
+def tiled_and_whole(engine: Any, params: Params) -> tuple[Any, Any]:
+    """(loss, parts, gradient) of one image evaluated whole and in 64 px tiles."""
     rng = np.random.default_rng(0)
     content = rng.integers(0, 256, (160, 224, 3), dtype=np.uint8)
     style = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
-    params = Params(size=(160, 224), **extra)
     whole = engine.prepare(content, [style], params.replace(tile=0))
     tiled = engine.prepare(content, [style], params.replace(tile=64))
     assert whole.tile == 0 and tiled.tile == 64
     x = whole.x0 + rng.normal(0, 3, whole.x0.shape).astype(np.float32)
-    loss_w, parts_w, grad_w = whole.loss_and_grad(x)
-    loss_t, parts_t, grad_t = tiled.loss_and_grad(x)
+    return whole.loss_and_grad(x), tiled.loss_and_grad(x)
+
+
+@pytest.mark.parametrize(
+    "extra", LAYER_CHOICES, ids=["seed", "invariant-with-tv", "mean_std", "deep-layers", "shallow"]
+)
+def test_tiled_loss_and_gradient_equal_the_whole_images(engine, extra) -> None:
+    """Exact in float32 (pinned: ``auto`` is bfloat16 on a CPU with AVX512_BF16)."""
+    params = Params(size=(160, 224), precision="float32", **extra)
+    (loss_w, parts_w, grad_w), (loss_t, parts_t, grad_t) = tiled_and_whole(engine, params)
     assert abs(loss_w - loss_t) <= 1e-4 * abs(loss_w)
     for part_w, part_t in zip(parts_w, parts_t):  # content, style and tv each, not only their sum
         assert abs(part_w - part_t) <= 1e-4 * abs(part_w) + 1e-30
     assert relative(grad_w, grad_t) <= 1e-4
+
+
+@pytest.mark.parametrize("extra", [LAYER_CHOICES[0], LAYER_CHOICES[3]], ids=["seed", "deep-layers"])
+def test_tiled_bfloat16_adds_no_error_beyond_bfloat16_s_own(engine, extra) -> None:
+    """bfloat16 (run on every machine: emulated where it is not native) keeps 8 significant bits,
+    so tiled and whole bfloat16 cannot agree to float32's 1e-4 (a crop's convolutions round
+    differently from the whole image's). What tiling must not do is add error: against the
+    float32 result, tiled bfloat16 is as close as whole bfloat16 is."""
+    params = Params(size=(160, 224), **extra)
+    (loss32, parts32, grad32), _ = tiled_and_whole(engine, params.replace(precision="float32"))
+    (loss_w, parts_w, grad_w), (loss_t, parts_t, grad_t) = tiled_and_whole(engine, params.replace(precision="bfloat16"))
+    bf16_unit = 2.0**-8  # bfloat16's relative rounding unit
+    assert abs(loss_t - loss32) <= max(2 * abs(loss_w - loss32), bf16_unit * loss32)
+    for p32, p_w, p_t in zip(parts32, parts_w, parts_t):
+        assert abs(p_t - p32) <= max(2 * abs(p_w - p32), bf16_unit * abs(p32)) + 1e-30
+    # The whole image's gradient comes back rounded to bfloat16; the tiles' sum is float32.
+    assert relative(grad32, grad_t) <= 1.5 * relative(grad32, grad_w)
+    cosine = float(np.sum(grad_t * grad32) / (np.linalg.norm(grad_t) * np.linalg.norm(grad32)))
+    assert cosine > 0.99
 
 
 def test_cores_partition_the_image_and_crops_line_up_with_the_pooling() -> None:

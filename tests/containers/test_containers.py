@@ -89,6 +89,21 @@ def healthy(name: str) -> bool:
     return podman("healthcheck", "run", name, check=False, timeout=120).returncode == 0
 
 
+def service_log(service: str, tail: int = 80) -> str:
+    out = podman("logs", "--tail", str(tail), container(service), check=False)
+    return (out.stdout + out.stderr)[-6000:]
+
+
+def wait_for_service(service: str, check: Any, timeout_s: float, what: str) -> None:
+    """Wait for ``check()``; if it never holds, fail naming the service, with its log."""
+    try:
+        wait_for(check, timeout_s, what)
+    except TimeoutError:
+        pytest.fail(
+            f"service {service!r}: {what} not reached within {timeout_s:.0f} s; its log:\n{service_log(service)}"
+        )
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, float]]:
     """Every image, built once per run: base from debootstrap, the rest with podman build."""
@@ -236,17 +251,20 @@ def stack(images: dict[str, float], weights_file: str) -> Iterator[Stack]:
     remove_project(s)  # a previous run's leftovers
     try:
         s.compose("up", "-d", "redis", "seaweedfs")
-        wait_for(
-            lambda: healthy(container("redis")) and healthy(container("seaweedfs")), 120, "redis and seaweedfs healthy"
-        )
+        # Each service's own health check (the store's probes its S3 endpoint, what the workers use).
+        for service in ("redis", "seaweedfs"):
+            wait_for_service(service, lambda service=service: healthy(container(service)), 180, "healthy")
         store = s.store()
-        wait_for(lambda: buckets_exist(store, "models", "stylequeue"), 120, "the buckets weed mini creates")
+        wait_for_service(
+            "seaweedfs", lambda: buckets_exist(store, "models", "stylequeue"), 120, "the buckets weed mini creates"
+        )
         store.upload_file(weights_file, ObjectRef("models", "vgg19/test.weights.h5"))
         for name, seed in (("content.png", 1), ("style.png", 2)):
             store.put(ObjectRef("stylequeue", f"inputs/{name}"), png_bytes(random_rgb(48, 64, seed)), "image/png")
         s.compose("up", "-d", "worker-cpu", "flower", "api", "notifier")
         client = s.client()
-        wait_for(lambda: client.app.control.ping(timeout=1.0), 300, "the worker container to answer a ping")
+        wait_for_service("worker-cpu", lambda: client.app.control.ping(timeout=1.0), 300, "an answer to a ping")
+        wait_for_service("api", lambda: healthy(container("api")), 120, "healthy")
         yield s
     finally:
         for name in podman(

@@ -43,7 +43,41 @@ def _resolve(weights: str, sha256: str | None) -> str:
         actual = sha256_file(path)
         if actual.lower() != sha256.lower():
             raise WeightsError(f"VGG19 weights {str(path)!r} have sha256 {actual}, expected {sha256}")
+    _check_layout_matches_name(path)
     return str(path)
+
+
+def _check_layout_matches_name(path: Path) -> None:
+    """Refuse an HDF5 weights file whose name makes Keras pick the wrong reader.
+
+    Keras chooses the reader from the file name alone: ``*.weights.h5`` is read as a Keras 3
+    weights file (groups ``layers``/``vars``), any other ``*.h5`` as a legacy (Keras 2, tf.keras)
+    one (``layer_names`` attribute). A file under the other name fails deep inside Keras with
+    "Layer count mismatch ... found 0 saved layers"; this says what to rename instead.
+    """
+    if path.suffix != ".h5":
+        return  # .keras archives and the like: Keras' own checks
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            keras3 = "layers" in f and "layer_names" not in f.attrs
+            legacy = "layer_names" in f.attrs or "model_weights" in f
+    except OSError as e:
+        raise WeightsError(f"VGG19 weights file {str(path)!r} is not an HDF5 file ({e})") from None
+    named_keras3 = path.name.endswith(".weights.h5")
+    if keras3 and not named_keras3:
+        raise WeightsError(
+            f"VGG19 weights file {str(path)!r} is a Keras 3 weights file, but Keras reads a name ending in plain "
+            "'.h5' as the legacy format; name the file (or the S3 object STYLEQUEUE_WEIGHTS points at) with "
+            f"'.weights.h5', e.g. {path.name[:-3]}.weights.h5"
+        )
+    if legacy and named_keras3:
+        raise WeightsError(
+            f"VGG19 weights file {str(path)!r} is a legacy (Keras 2 / tf.keras) HDF5 weights file, but Keras reads "
+            "a name ending in '.weights.h5' as the Keras 3 format; name the file (or the S3 object) with plain "
+            f"'.h5', e.g. {path.name[: -len('.weights.h5')]}.h5"
+        )
 
 
 def _build_base(weights: str, precision: str, device: str = "") -> object:
@@ -114,15 +148,32 @@ def feature_model(
         return model
 
 
+#: Environment variable that overrides what ``auto`` resolves to (``float32`` or ``bfloat16``).
+AUTO_PRECISION_ENV = "STYLEQUEUE_AUTO_PRECISION"
+
+
 def resolve_precision(requested: str) -> str:
     """``float32`` or ``bfloat16``: ``auto`` is bfloat16 only where the hardware runs it natively.
 
     That is a GPU of compute capability 8.0 or newer (Ampere, Hopper: bfloat16 tensor cores), or a
     CPU with AVX512_BF16 or AMX-BF16; elsewhere bfloat16 is emulated and several times slower than
     float32 (measured: 11x on an AVX2-only CPU), so ``auto`` keeps float32.
+
+    ``STYLEQUEUE_AUTO_PRECISION=bfloat16`` (or ``float32``) makes ``auto`` resolve as it would on a
+    machine with (or without) native bfloat16, whatever this one has: CI uses it so a machine
+    without AVX512_BF16 runs what ``auto`` means on one that has it. Results are the same; only
+    the speed differs (bfloat16 is emulated where it is not native).
+
+    Raises:
+        ValueError: ``STYLEQUEUE_AUTO_PRECISION`` is set to something else.
     """
     if requested != "auto":
         return requested
+    forced = os.environ.get(AUTO_PRECISION_ENV, "").strip()
+    if forced:
+        if forced not in ("float32", "bfloat16"):
+            raise ValueError(f"{AUTO_PRECISION_ENV}={forced!r}: must be 'float32' or 'bfloat16' (or unset: detect)")
+        return forced
     return "bfloat16" if native_bfloat16() else "float32"
 
 
