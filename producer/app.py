@@ -87,19 +87,47 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_celery(settings: Settings | None = None, main: str = "stylequeue", result_backend: bool = True) -> Any:
+def client_config(settings: Settings, timeout_s: float) -> dict[str, Any]:
+    """:func:`celery_config` for a client's app: every Redis call bounded by ``timeout_s``.
+
+    A worker waits a backend outage out in place (``result_backend_always_retry``, retried for
+    ``STYLEQUEUE_RETRY_FOR_S``); a client must instead say within seconds that Redis cannot be
+    reached (:class:`~producer.errors.BrokerUnavailable`): no backend retries, no reconnection
+    loop for the result subscription, and socket timeouts of the client's budget.
+    """
+    config = celery_config(settings)
+    return {
+        **config,
+        "result_backend_always_retry": False,
+        "redis_socket_timeout": timeout_s,
+        "redis_socket_connect_timeout": timeout_s,
+        "result_backend_transport_options": {
+            **config["result_backend_transport_options"],
+            "retry_policy": {"max_retries": 0},
+        },
+    }
+
+
+def make_celery(
+    settings: Settings | None = None,
+    main: str = "stylequeue",
+    result_backend: bool = True,
+    client_timeout_s: float | None = None,
+) -> Any:
     """Return a Celery app configured for ``settings`` (from the environment when ``None``).
 
     Args:
         settings: Deployment settings.
         main: The app's name.
         result_backend: ``False`` for an app that only publishes (no result backend at all).
+        client_timeout_s: For a client's app: bound every result-backend call by this (s); see
+            :func:`client_config`. ``None``: the workers' patient configuration.
     """
     from celery import Celery
 
     settings = settings or Settings.from_env()
     app = Celery(main)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings) if client_timeout_s is None else client_config(settings, client_timeout_s))
     if not result_backend:
         app.conf.result_backend = None
     return app

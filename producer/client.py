@@ -13,6 +13,13 @@ Example::
 Jobs are queued with one Redis transaction per batch that also records them in the job index
 (:mod:`producer.wire`), so a job id the client returned is always found, and a ``submit_many``
 that fails part way says exactly which jobs were sent (:class:`~producer.errors.PartialSubmit`).
+
+Every call that needs Redis is bounded by the client's budget (``timeout_s``, default
+``STYLEQUEUE_CLIENT_TIMEOUT_S`` = 5 s): when Redis refuses connections, cannot be reached, or
+accepts and never answers, the call raises :class:`~producer.errors.BrokerUnavailable` after about
+that long (at most one more socket timeout), never a library's retry loop. :meth:`JobHandle.wait`
+is the exception that proves the rule: once it has found the job it waits through outages for as
+long as its own timeout allows (without one, through outages of up to ``WAIT_OUTAGE_S``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from producer import broker, cancellation, deadletters, keys, registry, wire
 from producer.app import make_celery
@@ -30,7 +37,7 @@ from producer.errors import BrokerUnavailable, InvalidJob, JobFailed, JobNotFoun
 from producer.events import Announcer
 from producer.params import Params
 from producer.queues import DEFAULT_PRIORITY
-from producer.retrying import patiently
+from producer.retrying import backoff
 from producer.settings import Settings
 from producer.states import (
     FINAL_STATES,
@@ -43,8 +50,22 @@ from producer.states import (
     JobSummary,
 )
 
-#: How long the client keeps trying to reach Redis to queue a batch (s) before it gives up.
-PUBLISH_RETRY_S = 30.0
+T = TypeVar("T")
+
+#: How long :meth:`JobHandle.wait` without a timeout waits through one outage of Redis (s).
+WAIT_OUTAGE_S = 60.0
+
+
+#: While following a job, read its state again after this long without an update (s).
+_LOOK_AGAIN_S = 10.0
+
+
+def unreachable() -> tuple[type[BaseException], ...]:
+    """What a client call raises when Redis (broker or result backend) cannot be reached now."""
+    from celery.exceptions import BackendGetMetaError, BackendStoreError
+    from kombu.exceptions import OperationalError
+
+    return (*broker.errors(), BackendGetMetaError, BackendStoreError, OperationalError, ConnectionError)
 
 
 class JobHandle:
@@ -67,7 +88,7 @@ class JobHandle:
             JobNotFound: no job has this id.
         """
         for look in range(2):
-            state = str(self._async().state)
+            state = self.client.call(lambda: str(self._async().state))
             if state != PENDING or self.client.knows(self.id):
                 return state
             if look == 0:
@@ -77,39 +98,108 @@ class JobHandle:
 
     def progress(self) -> JobProgress | None:
         """The latest progress of a running job (the final one for a finished job), else ``None``."""
-        r = self._async()
-        if r.state == PROGRESS:
-            return JobProgress.from_dict(r.info)
-        if r.state == SUCCESS:
-            res = JobResult.from_dict(r.result)
+        state, value = self._meta()
+        if state == PROGRESS:
+            return JobProgress.from_dict(value)
+        if state == SUCCESS:
+            res = JobResult.from_dict(value)
             return JobProgress(self.id, res.iterations, res.iterations, res.loss, elapsed_s=res.seconds)
         return None
 
-    def wait(self, timeout: float | None = None, on_progress: Callable[[JobProgress], None] | None = None) -> JobResult:
+    def _meta(self) -> tuple[str, Any]:
+        """The job's state and its info (progress, result or error), read once within the budget."""
+
+        def read() -> tuple[str, Any]:
+            meta = self.client.app.backend.get_task_meta(self.id)
+            return str(meta["status"]), meta.get("result")
+
+        return self.client.call(read)
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        on_progress: Callable[[JobProgress], None] | None = None,
+        on_outage: Callable[[float], None] | None = None,
+    ) -> JobResult:
         """Block until the job ends; return its result.
 
-        Progress arrives by Redis pub/sub (no polling) and goes to ``on_progress``.
+        Progress arrives by Redis pub/sub (no polling) and goes to ``on_progress``. Once the job
+        is found, an outage of Redis is waited through (within ``timeout``; without one, for up to
+        ``WAIT_OUTAGE_S`` at a time); ``on_outage`` is told, at each failed attempt, how long Redis
+        has been unreachable (s).
 
         Raises:
             JobNotFound: no job has this id (at once, whatever the timeout).
+            BrokerUnavailable: Redis unreachable before the job was found (within the client's
+                budget), or for longer than ``WAIT_OUTAGE_S`` while waiting without a timeout.
             TimeoutError: not done within ``timeout`` seconds.
             JobFailed: the job failed or was cancelled; carries the worker's error class and message.
         """
-        from celery.exceptions import TimeoutError as CeleryTimeout
-
-        def on_message(meta: Mapping[str, Any]) -> None:
-            if on_progress is not None and meta.get("status") == PROGRESS:
-                on_progress(JobProgress.from_dict(meta.get("result")))
-
-        self.status()  # JobNotFound now rather than waiting forever
-        r = self._async()
-        try:
-            value = r.get(timeout=timeout, propagate=False, on_message=on_message, disable_sync_subtasks=False)
-        except CeleryTimeout:
-            raise TimeoutError(f"job {self.id} is not done after {timeout} s (state {r.state})") from None
-        if r.state == SUCCESS:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.status()  # JobNotFound (or BrokerUnavailable) now rather than waiting forever
+        down_since: float | None = None
+        failures = 0
+        while True:
+            try:
+                meta = self._follow(deadline, on_progress)
+                break
+            except unreachable() as e:
+                now = time.monotonic()
+                down_since = now if down_since is None else down_since
+                failures += 1
+                if deadline is not None and now >= deadline:
+                    raise TimeoutError(
+                        f"job {self.id} is not done after {timeout} s (Redis unreachable for the last "
+                        f"{now - down_since:.0f} s)"
+                    ) from None
+                if deadline is None and now - down_since > WAIT_OUTAGE_S:
+                    raise BrokerUnavailable.after(self.client.settings.backend_url, now - down_since, e) from e
+                if on_outage is not None:
+                    on_outage(now - down_since)
+                delay = backoff(failures, cap_s=2.0)
+                time.sleep(delay if deadline is None else min(delay, max(0.0, deadline - now)))
+            else:
+                down_since, failures = None, 0
+        if meta is None:
+            raise TimeoutError(f"job {self.id} is not done after {timeout} s")
+        state, value = str(meta["status"]), meta.get("result")
+        if state == SUCCESS:
             return JobResult.from_dict(value)
-        raise _failure(self.id, r.state, value)
+        raise _failure(self.id, state, value)
+
+    def _follow(
+        self, deadline: float | None, on_progress: Callable[[JobProgress], None] | None
+    ) -> dict[str, Any] | None:
+        """The job's final result meta, following its updates; ``None`` once ``deadline`` passes.
+
+        Celery publishes each update on the channel named as its key. Raises what
+        :func:`unreachable` lists when Redis goes away: :meth:`wait` decides whether to go on.
+        """
+        backend = self.client.app.backend
+        redis = self.client.backend_redis
+        key = keys.CELERY_META.format(self.id)
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(key)  # first, so that no update falls between the read and the subscription
+            raw: Any = redis.get(key)
+            looked = time.monotonic()
+            while True:
+                if raw is not None:
+                    meta = backend.decode_result(raw)
+                    if meta["status"] in FINAL_STATES:
+                        return dict(meta)
+                    if on_progress is not None and meta["status"] == PROGRESS:
+                        on_progress(JobProgress.from_dict(meta.get("result")))
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return None
+                wait_s = 1.0 if deadline is None else min(1.0, deadline - now)
+                message = pubsub.get_message(timeout=wait_s)
+                raw = message["data"] if message else None
+                if raw is None and time.monotonic() - looked > _LOOK_AGAIN_S:
+                    raw, looked = redis.get(key), time.monotonic()  # an update missed while away
+        finally:
+            pubsub.close()
 
     def result(self, timeout: float | None = None) -> JobResult:
         """The job's result (waits up to ``timeout`` seconds); see :meth:`wait`."""
@@ -117,8 +207,10 @@ class JobHandle:
 
     def error(self) -> JobFailed | None:
         """The failure of a FAILED or REVOKED job, else ``None``."""
-        r = self._async()
-        return _failure(self.id, r.state, r.result) if r.state in ("FAILURE", REVOKED) else None
+        state, value = self._meta()
+        if state not in ("FAILURE", REVOKED):
+            return None
+        return _failure(self.id, state, self.client.app.backend.exception_to_python(value))
 
     def cancel(self) -> str:
         """Cancel the job: a queued job ends now (``REVOKED``), a running one at its next iteration.
@@ -131,12 +223,14 @@ class JobHandle:
             JobNotFound: no job has this id.
         """
         self.status()
-        outcome, final = cancellation.request(
-            self.client.redis, self.id, self.client.settings.result_expires_s, time.time()
+        settings = self.client.settings
+        outcome, final = self.client.call(
+            lambda: cancellation.request(self.client.redis, self.id, settings.result_expires_s, time.time()),
+            repeat=False,
         )
         if final is not None:
-            self.client.app.backend.mark_as_revoked(self.id, reason=final.error_message)
-            Announcer(self.client.redis, self.client.settings).ended(self.id, final)
+            self.client.call(lambda: self.client.app.backend.mark_as_revoked(self.id, reason=final.error_message))
+            self.client.call(lambda: Announcer(self.client.redis, settings).ended(self.id, final), repeat=False)
         return outcome
 
 
@@ -146,17 +240,58 @@ class Client:
     Args:
         settings: Broker, backend and queue (from the environment when ``None``).
         app: A Celery app to read results with instead of one built from ``settings``.
-        publish_retry_s: How long to keep trying to reach Redis to queue a batch.
+        publish_retry_s: How long to keep trying to reach Redis to queue a batch (s; default
+            ``timeout_s``).
+        timeout_s: The client's budget (s): how long any call tries to reach Redis before it raises
+            :class:`~producer.errors.BrokerUnavailable` (default ``STYLEQUEUE_CLIENT_TIMEOUT_S``).
     """
 
     def __init__(
-        self, settings: Settings | None = None, app: Any = None, publish_retry_s: float = PUBLISH_RETRY_S
+        self,
+        settings: Settings | None = None,
+        app: Any = None,
+        publish_retry_s: float | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
-        self.publish_retry_s = publish_retry_s
-        self.app = app if app is not None else make_celery(self.settings)
+        self.timeout_s = self.settings.client_timeout_s if timeout_s is None else timeout_s
+        self.publish_retry_s = self.timeout_s if publish_retry_s is None else publish_retry_s
+        self.app = app if app is not None else make_celery(self.settings, client_timeout_s=self.timeout_s)
         #: The broker's Redis: the queue, the job index and stylequeue's job keys.
-        self.redis = broker.connect(self.settings.broker_url)
+        self.redis = broker.connect(self.settings.broker_url, timeout_s=self.timeout_s)
+        #: The result backend's Redis (the broker's unless STYLEQUEUE_RESULT_BACKEND says otherwise).
+        self.backend_redis = (
+            self.redis
+            if self.settings.backend_url == self.settings.broker_url
+            else broker.connect(self.settings.backend_url, timeout_s=self.timeout_s)
+        )
+
+    def call(self, action: Callable[[], T], repeat: bool = True, budget_s: float | None = None) -> T:
+        """Run ``action`` (calls to Redis), trying again while Redis is unreachable, within a budget.
+
+        Args:
+            action: The calls.
+            repeat: Whether ``action`` is safe to run again after a reply was lost; when not, only
+                a failure to connect (nothing was sent) is tried again.
+            budget_s: Seconds from the first attempt after which no attempt starts (default
+                ``timeout_s``); one attempt lasts at most a socket timeout (``timeout_s``).
+
+        Raises:
+            BrokerUnavailable: Redis could not be reached within the budget.
+        """
+        budget = self.timeout_s if budget_s is None else budget_s
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except unreachable() as e:
+                attempt += 1
+                delay = backoff(attempt, cap_s=1.0)
+                waited = time.monotonic() - started
+                if waited + delay >= budget or not (repeat or "connecting to" in str(e)):
+                    raise BrokerUnavailable.after(self.settings.broker_url, waited, e) from e
+                time.sleep(delay)
 
     def job(self, job_id: str) -> JobHandle:
         """A handle on an existing job (no look-up until you ask it something)."""
@@ -164,13 +299,19 @@ class Client:
 
     def knows(self, job_id: str) -> bool:
         """Whether ``job_id`` is in the job index or waits in the queue (sent by any client)."""
-        return registry.first_seen(self.redis, job_id) is not None or registry.queued(
-            self.redis, self.settings.queue, job_id
+        return self.call(
+            lambda: (
+                registry.first_seen(self.redis, job_id) is not None
+                or registry.queued(self.redis, self.settings.queue, job_id)
+            )
         )
 
     def jobs(self, state: str | None = None, limit: int = 100) -> list[JobSummary]:
         """Recent jobs, newest first, optionally only those in ``state`` (looks at most 100 × ``limit``)."""
-        backend = broker.connect(self.settings.backend_url)
+        return self.call(lambda: self._jobs(state, limit))
+
+    def _jobs(self, state: str | None, limit: int) -> list[JobSummary]:
+        backend = self.backend_redis
         found: list[JobSummary] = []
         before: float | None = None
         for _ in range(100):
@@ -189,7 +330,7 @@ class Client:
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """Jobs that failed for good, newest first (see :mod:`producer.deadletters`)."""
-        return deadletters.entries(self.redis, limit)
+        return self.call(lambda: deadletters.entries(self.redis, limit))
 
     def requeue_dead(self, job_id: str, priority: int | None = None) -> JobHandle:
         """Send a dead-lettered job again, with the same id; its dead letter is removed.
@@ -197,17 +338,19 @@ class Client:
         Raises:
             InvalidJob: no dead letter for ``job_id`` (or its payload no longer validates).
         """
-        entry = deadletters.get(self.redis, job_id)
+        entry = self.call(lambda: deadletters.get(self.redis, job_id))
         if entry is None:
             raise InvalidJob("job_id", f"no dead letter for job {job_id!r}")
         if entry["payload"] is None:
             raise InvalidJob("job_id", f"the dead letter of {job_id!r} has no payload to send again")
         job = Job.from_message({**entry["payload"], "job_id": job_id})
         # Its final state and counters go, so that the job runs again rather than republishing them.
-        self.redis.delete(keys.DONE.format(job_id), keys.RUNS.format(job_id), keys.CANCEL.format(job_id))
-        self.app.backend.forget(job_id)
+        self.call(
+            lambda: self.redis.delete(keys.DONE.format(job_id), keys.RUNS.format(job_id), keys.CANCEL.format(job_id))
+        )
+        self.call(lambda: self.app.backend.forget(job_id))
         handle = self.send(job, priority)
-        deadletters.remove(self.redis, job_id)
+        self.call(lambda: deadletters.remove(self.redis, job_id))
         return handle
 
     def build(
@@ -276,7 +419,7 @@ class Client:
         try:
             return self.submit_many([job], priority)[0]
         except PartialSubmit as e:
-            raise BrokerUnavailable(str(e.cause)) from None
+            raise BrokerUnavailable.after(self.settings.broker_url, e.waited_s or 0.0, e.cause) from e.cause
 
     def submit_many(
         self,
@@ -298,8 +441,9 @@ class Client:
 
         Raises:
             InvalidJob: naming the job (``jobs[3].output``) and field; nothing is sent.
-            PartialSubmit: the broker failed part way (after retrying for ``publish_retry_s``):
-                says which jobs were sent, which were not, and which are unknown.
+            PartialSubmit: a :class:`~producer.errors.BrokerUnavailable`: the broker failed (after
+                trying for ``publish_retry_s``), part way or before the first batch: says which
+                jobs were sent, which were not, and which are unknown.
         """
         _check_priority(priority)
         pri = DEFAULT_PRIORITY if priority is None else priority
@@ -347,14 +491,18 @@ class Client:
             rest = [e.job_id for e in envelopes[start + batch_size :]]
             this = [e.job_id for e in batch]
             assert cause is not None
-            if outcome == "unknown":
-                raise PartialSubmit(sent, rest, this, cause)
-            raise PartialSubmit(sent, this + rest, [], cause)
+            error = (
+                PartialSubmit(sent, rest, this, cause.__cause__ or cause)
+                if outcome == "unknown"
+                else PartialSubmit(sent, this + rest, [], cause.__cause__ or cause)
+            )
+            error.url, error.waited_s = cause.url, cause.waited_s
+            raise error
         return [JobHandle(self, job_id) for job_id in sent]
 
     def _push(
         self, batch: list[wire.Envelope], on_batch: Callable[[Any, list[wire.Envelope]], None] | None = None
-    ) -> tuple[str, BaseException | None]:
+    ) -> tuple[str, BrokerUnavailable | None]:
         """Push one batch, retrying across a broker outage; ``("sent" | "not sent" | "unknown", error)``.
 
         A batch whose transaction may have reached Redis (the connection broke after it was sent)
@@ -377,14 +525,8 @@ class Client:
                 raise
 
         try:
-            patiently(
-                attempt,
-                retry_on=broker.errors(),
-                budget_s=self.publish_retry_s,
-                cap_s=3.0,
-                what=f"queueing {len(batch)} jobs",
-            )
-        except broker.errors() as e:
+            self.call(attempt, budget_s=self.publish_retry_s)
+        except BrokerUnavailable as e:
             return ("unknown" if maybe_sent else "not sent"), e
         return "sent", None
 

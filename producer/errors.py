@@ -16,10 +16,10 @@ Every error the system raises on purpose derives from :class:`StylequeueError` a
     │   │                       time budget (STYLEQUEUE_RETRY_FOR_S) before it fails the job
     │   ├── StoreUnavailable    the object store timed out, throttled, or answered 5xx
     │   └── BrokerUnavailable   (client side) Redis could not be reached to send or look up jobs
+    │       └── PartialSubmit   submit_many stopped part way: says which jobs were sent
     ├── WriteConflict           the store refused a conditional write: the object changed meanwhile
     ├── JobFailed               (client side) a job ended FAILED or REVOKED; carries the worker's error
-    ├── JobNotFound             (client side) no job has this id (never sent, or expired)
-    └── PartialSubmit           (client side) submit_many stopped part way: says which jobs were sent
+    └── JobNotFound             (client side) no job has this id (never sent, or expired)
 
 The light client (``producer``) and the engine (``worker``) share this module so that a failure
 carries the same class name from the worker's result back to the caller.
@@ -94,7 +94,27 @@ class StoreUnavailable(TransientError):
 
 
 class BrokerUnavailable(TransientError):
-    """Client side: Redis could not be reached (after retrying) to send or look up jobs."""
+    """Client side: Redis could not be reached within the client's budget to send or look up jobs.
+
+    Attributes:
+        url: The Redis URL tried, its password masked (``""`` when not known).
+        waited_s: How long the client tried (s), or ``None`` when not known.
+    """
+
+    url: str = ""
+    waited_s: float | None = None
+
+    @classmethod
+    def after(cls, url: str, waited_s: float, cause: BaseException | str) -> BrokerUnavailable:
+        """The error for ``url`` (masked here) after ``waited_s`` seconds of trying."""
+        from kombu.utils.url import maybe_sanitize_url
+
+        masked = str(maybe_sanitize_url(url))
+        why = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        tried = f"tried for {waited_s:.1f} s; " if waited_s >= 0.05 else ""
+        error = cls(f"cannot reach Redis at {masked} ({tried}{why})")
+        error.url, error.waited_s = masked, waited_s
+        return error
 
 
 class WriteConflict(StylequeueError):
@@ -135,8 +155,8 @@ class JobNotFound(StylequeueError):
         return f"no job {self.job_id!r}: never submitted, or its records expired"
 
 
-class PartialSubmit(StylequeueError):
-    """Client side: ``submit_many`` stopped part way because the broker failed.
+class PartialSubmit(BrokerUnavailable):
+    """Client side: ``submit_many`` stopped part way because the broker failed (a :class:`BrokerUnavailable`).
 
     Attributes:
         sent: Ids of the jobs that are queued.

@@ -12,6 +12,9 @@ variable                                   default                    meaning
                                                                       also holds stylequeue's job keys
 ``STYLEQUEUE_RESULT_BACKEND``              the broker URL             where states, progress and results live
 ``STYLEQUEUE_QUEUE``                       ``stylequeue``             queue the jobs go to
+``STYLEQUEUE_CLIENT_TIMEOUT_S``            ``5``                      how long a client (``Client``, the CLI) tries
+                                                                      to reach Redis before ``BrokerUnavailable``
+                                                                      (s); workers, API and notifier keep theirs
 ``STYLEQUEUE_S3_ENDPOINT_URL``             AWS (none)                 S3-compatible endpoint; falls back to
                                                                       ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``
 ``AWS_REGION``                             ``us-east-1``              also ``AWS_DEFAULT_REGION``
@@ -72,6 +75,9 @@ variable                                   default                    meaning
 ``STYLEQUEUE_WEBHOOK_BACKOFF_S``           ``5``                      first retry delay (s); doubles, at most an hour
 ``STYLEQUEUE_WEBHOOK_QUEUE``               ``stylequeue-webhooks``    the notifier's queue
 ``STYLEQUEUE_EVENTS_MAX``                  ``100000``                 events kept in the ``stylequeue:events`` stream
+``STYLEQUEUE_AUTO_PRECISION``              (detect)                   what precision ``auto`` resolves to:
+                                                                      ``float32`` or ``bfloat16`` as on a machine
+                                                                      without / with native bfloat16 (tests, CI)
 ========================================== ========================== ===========================================
 """
 
@@ -94,6 +100,7 @@ class Settings:
     broker_url: str = "redis://localhost:6379/0"
     result_backend: str | None = None
     queue: str = "stylequeue"
+    client_timeout_s: float = 5.0
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_conditional_writes: bool = True
@@ -190,6 +197,8 @@ class Settings:
             raise InvalidJob("STYLEQUEUE_SOFT_TIME_LIMIT_S", "must be below STYLEQUEUE_HARD_TIME_LIMIT_S")
         if settings.log_format not in ("text", "json"):
             raise InvalidJob("STYLEQUEUE_LOG_FORMAT", f"{settings.log_format!r} is not 'text' or 'json'")
+        if settings.client_timeout_s <= 0:
+            raise InvalidJob("STYLEQUEUE_CLIENT_TIMEOUT_S", "must be > 0")
         if settings.lease_ttl_s <= 0 or settings.sweep_interval_s <= 0:
             raise InvalidJob("STYLEQUEUE_LEASE_TTL_S", "the lease TTL and sweep interval must be > 0")
         if settings.visibility_timeout < 3 * settings.sweep_interval_s:

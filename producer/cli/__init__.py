@@ -13,17 +13,23 @@ module          commands
 
 Each module registers its own sub-parsers; commands that need the engine import TensorFlow only
 when they run, so ``stylequeue --help`` works on a light-client install. Exit codes: 0 success,
-1 an error, 2 usage, 3 timeout, 4 no such job, 130 interrupted.
+1 an error, 2 usage, 3 timeout, 4 no such job, 69 cannot reach Redis (``EX_UNAVAILABLE``: after
+``STYLEQUEUE_CLIENT_TIMEOUT_S``, one line naming the URL; ``-v`` adds the traceback), 130
+interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from producer.errors import BrokerUnavailable, JobNotFound, StylequeueError
+
+#: Exit code when Redis cannot be reached (sysexits' EX_UNAVAILABLE).
+EXIT_UNREACHABLE = 69
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stylequeue: error: {e}", file=sys.stderr)
         return 4
     except BrokerUnavailable as e:
-        print(f"stylequeue: error: cannot reach the broker: {e}", file=sys.stderr)
-        return 1
+        return _unreachable(e, args.verbose)
     except StylequeueError as e:
         print(f"stylequeue: error: {e}", file=sys.stderr)
         return 1
@@ -74,8 +79,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stylequeue: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        # The broker is unreachable: kombu's OperationalError (after publish retries) or an OSError.
+        # A command with its own connection (queue, health): redis-py's or kombu's error as is.
+        from producer.client import unreachable
+
+        if isinstance(e, unreachable()):
+            from producer.settings import Settings
+
+            return _unreachable(BrokerUnavailable.after(Settings.from_env().broker_url, 0.0, e), args.verbose)
         if isinstance(e, OSError) or type(e).__module__.startswith(("kombu", "redis")):
             print(f"stylequeue: error: cannot reach the broker or store: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
         raise
+
+
+def _unreachable(e: BrokerUnavailable, verbose: int) -> int:
+    """One line: what could not be reached, for how long, and what to set."""
+    if verbose:
+        logging.getLogger("stylequeue").error("cannot reach Redis", exc_info=e)
+    if os.environ.get("STYLEQUEUE_BROKER_URL"):
+        hint = "check that Redis runs there, or set STYLEQUEUE_BROKER_URL to where it runs"
+    else:
+        hint = "STYLEQUEUE_BROKER_URL is not set, so the default was used: set it to your Redis URL"
+    print(f"stylequeue: error: {e}; {hint}", file=sys.stderr)
+    return EXIT_UNREACHABLE

@@ -2,7 +2,8 @@
 
 Configuration comes from the environment (:mod:`producer.settings`). Results and statuses are
 printed as JSON on stdout; progress bars and errors go to stderr. Exit codes: 0 success, 1 the
-job failed or an error, 2 usage, 3 timeout, 4 no such job.
+job failed or an error, 2 usage, 3 timeout, 4 no such job, 69 cannot reach Redis (within
+``STYLEQUEUE_CLIENT_TIMEOUT_S``; ``wait`` waits through an outage once it has found the job).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def run_submit(args: argparse.Namespace) -> int:
 def _wait(job: Any, timeout: float | None) -> int:
     bar = ProgressBar()
     try:
-        result = job.wait(timeout=timeout, on_progress=bar)
+        result = job.wait(timeout=timeout, on_progress=bar, on_outage=bar.outage)
     finally:
         bar.close()
     print(json.dumps(result.to_dict(), indent=2))

@@ -34,6 +34,12 @@ class ProgressBar:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def outage(self, down_s: float) -> None:
+        """Say on the progress line that Redis has been unreachable for ``down_s`` seconds."""
+        line = f"Redis unreachable for {down_s:.0f} s; still waiting"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """End the line."""
         if self.tty:
