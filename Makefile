@@ -20,7 +20,7 @@ test-fast: $(STAMP)
 test-other-precision: $(STAMP)
 	STYLEQUEUE_AUTO_PRECISION=$$($(BIN)/python -c "from worker.nst.vgg import native_bfloat16; \
 	  print('float32' if native_bfloat16() else 'bfloat16')") \
-	  $(BIN)/python -m pytest tests/test_engine.py tests/test_tiling.py tests/test_options.py
+	  $(BIN)/python -m pytest tests/unit/test_engine.py tests/unit/test_tiling.py tests/unit/test_options.py
 
 # The images and the compose stack built and run for real with podman (root, Debian): installs
 # podman and podman-compose, builds every image, runs the tests/containers suite, removes it all.
@@ -28,9 +28,14 @@ test-containers: $(STAMP)
 	VENV=$(VENV) sh tests/containers/setup.sh
 	$(BIN)/python -m pytest tests/containers -m containers -v -s --timeout 3600
 
+# Fast checks, run first by CI: style, formatting, types and the layering rules (pyproject.toml's
+# [tool.importlinter]); .pre-commit-config.yaml runs the same.
 lint: $(STAMP)
-	$(BIN)/ruff check producer worker tests benchmarks
+	$(BIN)/ruff check producer worker tests benchmarks deploy
+	$(BIN)/ruff format --check producer worker tests benchmarks deploy
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
@@ -41,7 +46,7 @@ demo: $(STAMP)
 	$(BIN)/stylequeue samples out/
 	$(BIN)/stylequeue stylize out/content.png out/style.png -o out/result.png --size 256 --iterations 50 --weights $(WEIGHTS)
 
-# The Compose Specification's JSON schema (for tests/test_deploy.py): the docker-compose 1.29.2
+# The Compose Specification's JSON schema (for tests/unit/test_deploy.py): the docker-compose 1.29.2
 # wheel on PyPI ships it (compose/config/compose_spec.json); only the schema is extracted.
 SCHEMA_WHEEL = docker-compose==1.29.2
 

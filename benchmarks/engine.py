@@ -35,7 +35,7 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
-from producer.params import CHANNELS, VGG19_CONV_LAYERS, Params
+from producer.core.params import CHANNELS, VGG19_CONV_LAYERS, Params
 from worker.nst import images, losses, vgg
 from worker.nst.engine import Engine, preprocess
 

@@ -1,4 +1,4 @@
-"""Real-photo results of the engine's modes, for the README.
+"""Real-photo results of the engine's modes, for docs/engine.md.
 
 Colour control, style statistics, style-layer weights: one content photo and one painting from
 ../shared (ImageNet weights), the same options but one, written as small PNGs and one strip per
@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import inputs
 import numpy as np
 
-from producer.params import Params
+from producer.core.params import Params
 from worker.nst import images, quiet
 
 GROUPS = {

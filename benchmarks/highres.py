@@ -32,7 +32,7 @@ def child(size: int, tile: int, evaluations: int, weights: str) -> None:
     """One configuration; prints a JSON line."""
     import numpy as np
 
-    from producer.params import Params
+    from producer.core.params import Params
     from worker.nst import quiet
 
     quiet.tensorflow()
@@ -66,7 +66,7 @@ def main() -> None:
         child(args.child[0], args.child[1], args.evaluations, weights)
         return
 
-    from producer.params import Params
+    from producer.core.params import Params
     from worker.nst import budget, tiling
 
     params = Params()

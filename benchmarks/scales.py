@@ -25,7 +25,7 @@ import inputs
 import numpy as np
 from PIL import Image
 
-from producer.params import Params
+from producer.core.params import Params
 from worker.nst import images, pyramid, quiet
 
 

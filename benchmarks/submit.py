@@ -21,12 +21,12 @@ from typing import Any
 
 import redis
 
-from producer.app import make_celery
+from producer.broker.celery_app import make_celery
+from producer.broker.queues import DEFAULT_PRIORITY, list_name
 from producer.client import Client
-from producer.contract import TASK_NAME, Job
+from producer.core.contract import TASK_NAME, Job
+from producer.core.settings import Settings
 from producer.devstack import RedisServer
-from producer.queues import DEFAULT_PRIORITY, list_name
-from producer.settings import Settings
 
 MESSAGE = {
     "content": "s3://photos/in/tubingen.jpg",
@@ -73,8 +73,8 @@ def start_api(redis_url: str, directory: str) -> tuple[Any, str, str]:
     import urllib.request
     from pathlib import Path
 
-    from producer.api.tenants import hash_key, new_key
     from producer.devstack import free_port
+    from producer.tenants import hash_key, new_key
 
     key = new_key()
     entry = {

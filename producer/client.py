@@ -11,12 +11,12 @@ Example::
     print(result.output)                   # s3://results/stylized/<id>.png
 
 Jobs are queued with one Redis transaction per batch that also records them in the job index
-(:mod:`producer.wire`), so a job id the client returned is always found, and a ``submit_many``
-that fails part way says exactly which jobs were sent (:class:`~producer.errors.PartialSubmit`).
+(:mod:`producer.broker.wire`), so a job id the client returned is always found, and a ``submit_many``
+that fails part way says exactly which jobs were sent (:class:`~producer.core.errors.PartialSubmit`).
 
 Every call that needs Redis is bounded by the client's budget (``timeout_s``, default
 ``STYLEQUEUE_CLIENT_TIMEOUT_S`` = 5 s): when Redis refuses connections, cannot be reached, or
-accepts and never answers, the call raises :class:`~producer.errors.BrokerUnavailable` after about
+accepts and never answers, the call raises :class:`~producer.core.errors.BrokerUnavailable` after about
 that long (at most one more socket timeout), never a library's retry loop. :meth:`JobHandle.wait`
 is the exception that proves the rule: once it has found the job it waits through outages for as
 long as its own timeout allows (without one, through outages of up to ``WAIT_OUTAGE_S``).
@@ -30,16 +30,18 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from producer import broker, cancellation, deadletters, keys, registry, wire
-from producer.app import make_celery
-from producer.contract import Job, check_size
-from producer.errors import BrokerUnavailable, InvalidJob, JobFailed, JobNotFound, PartialSubmit
-from producer.events import Announcer
-from producer.params import Params
-from producer.queues import DEFAULT_PRIORITY
-from producer.retrying import backoff
-from producer.settings import Settings
-from producer.states import (
+from producer import broker
+from producer.broker import cancellation, deadletters, keys, registry, wire
+from producer.broker.celery_app import make_celery
+from producer.broker.events import Announcer
+from producer.broker.queues import DEFAULT_PRIORITY
+from producer.core.contract import Job, check_size
+from producer.core.errors import BrokerUnavailable, InvalidJob, JobCancelled, JobFailed, JobNotFound, PartialSubmit
+from producer.core.params import Params
+from producer.core.retrying import backoff
+from producer.core.settings import Settings
+from producer.core.states import (
+    FAILURE,
     FINAL_STATES,
     PENDING,
     PROGRESS,
@@ -208,7 +210,7 @@ class JobHandle:
     def error(self) -> JobFailed | None:
         """The failure of a FAILED or REVOKED job, else ``None``."""
         state, value = self._meta()
-        if state not in ("FAILURE", REVOKED):
+        if state not in (FAILURE, REVOKED):
             return None
         return _failure(self.id, state, self.client.app.backend.exception_to_python(value))
 
@@ -243,7 +245,7 @@ class Client:
         publish_retry_s: How long to keep trying to reach Redis to queue a batch (s; default
             ``timeout_s``).
         timeout_s: The client's budget (s): how long any call tries to reach Redis before it raises
-            :class:`~producer.errors.BrokerUnavailable` (default ``STYLEQUEUE_CLIENT_TIMEOUT_S``).
+            :class:`~producer.core.errors.BrokerUnavailable` (default ``STYLEQUEUE_CLIENT_TIMEOUT_S``).
     """
 
     def __init__(
@@ -329,7 +331,7 @@ class Client:
         return found
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Jobs that failed for good, newest first (see :mod:`producer.deadletters`)."""
+        """Jobs that failed for good, newest first (see :mod:`producer.broker.deadletters`)."""
         return self.call(lambda: deadletters.entries(self.redis, limit))
 
     def requeue_dead(self, job_id: str, priority: int | None = None) -> JobHandle:
@@ -441,7 +443,7 @@ class Client:
 
         Raises:
             InvalidJob: naming the job (``jobs[3].output``) and field; nothing is sent.
-            PartialSubmit: a :class:`~producer.errors.BrokerUnavailable`: the broker failed (after
+            PartialSubmit: a :class:`~producer.core.errors.BrokerUnavailable`: the broker failed (after
                 trying for ``publish_retry_s``), part way or before the first batch: says which
                 jobs were sent, which were not, and which are unknown.
         """
@@ -543,7 +545,7 @@ def _check_priority(priority: int | None) -> None:
 
 def _failure(job_id: str, state: str, value: Any) -> JobFailed:
     if state == REVOKED:
-        return JobFailed(job_id, "JobCancelled", str(value) or "cancelled")
+        return JobFailed(job_id, JobCancelled.__name__, str(value) or "cancelled")
     if isinstance(value, BaseException):
         return JobFailed(job_id, type(value).__name__, str(value))
     return JobFailed(job_id, state, str(value))

@@ -257,7 +257,7 @@ class SeaweedS3(Service):
 
     def client(self) -> Any:
         """A boto3 client for this server (it accepts any credentials)."""
-        from producer.settings import Settings
+        from producer.core.settings import Settings
         from producer.storage import make_client
 
         return make_client(

@@ -4,7 +4,7 @@ A light Celery worker of its own (no TensorFlow) on its own queue, ``STYLEQUEUE_
 
     stylequeue notifier        # celery -A producer.notifier worker -Q stylequeue-webhooks --pool threads
 
-Events queue deliveries (:mod:`producer.events`); each is one task, acknowledged only when it
+Events queue deliveries (:mod:`producer.broker.events`); each is one task, acknowledged only when it
 ends, so a notifier killed mid-delivery leaves it to another (Celery's late ack). An attempt
 POSTs the event's body with the Standard Webhooks headers (:mod:`producer.webhooks`), signed with
 the tenant's ``webhook_secret``, after the SSRF guard has checked the URL again (a host may
@@ -31,11 +31,12 @@ from typing import Any
 
 from celery import Celery
 
-from producer import broker, keys, webhooks
-from producer.app import celery_config
-from producer.errors import InvalidJob
-from producer.events import WEBHOOK_TASK, Delivery
-from producer.settings import Settings
+from producer import broker, webhooks
+from producer.broker import keys, scripts
+from producer.broker.celery_app import celery_config
+from producer.broker.events import WEBHOOK_TASK, Delivery
+from producer.core.errors import ConfigError, InvalidJob
+from producer.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _redis() -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _secrets() -> dict[str, str]:
-    from producer.api.tenants import Tenants
+    from producer.tenants import Tenants
 
     return {t.tenant: t.webhook_secret for t in Tenants.load(_settings()).by_hash.values() if t.webhook_secret}
 
@@ -133,19 +134,9 @@ def _count(delivery: Delivery, outcome: str, error: str | None = None) -> None:
     pipe.hincrby(keys.WEBHOOKS, outcome, 1)
     record = keys.JOB.format(delivery.job_id)
     if outcome in ("delivered", "failed"):
-        pipe.eval(
-            "if redis.call('exists', KEYS[1]) == 1 then redis.call('hincrby', KEYS[1], ARGV[1], 1) end",
-            1,
-            record,
-            f"webhook_{outcome}",
-        )
+        scripts.load("producer.broker", "webhook_count")(pipe, 1, record, f"webhook_{outcome}")
     if error:
-        pipe.eval(
-            "if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'webhook_last_error', ARGV[1]) end",
-            1,
-            record,
-            error,
-        )
+        scripts.load("producer.broker", "webhook_last_error")(pipe, 1, record, error)
     pipe.execute()
 
 
@@ -165,7 +156,7 @@ def deliver(self: Any, message: Any) -> None:
         return
     try:
         webhooks.check_url(delivery.url, settings)
-    except InvalidJob as e:
+    except (InvalidJob, ConfigError) as e:
         _give_up(delivery, f"refused by the guard: {e}")
         return
     error = post(delivery, secret, settings.webhook_timeout_s)

@@ -2,7 +2,7 @@
 
 Every boto3/botocore failure is translated into the error tree, which decides retries:
 missing objects and buckets, denied access and other 4xx answers are permanent; timeouts,
-connection errors, throttling and 5xx answers are :class:`~producer.errors.StoreUnavailable`.
+connection errors, throttling and 5xx answers are :class:`~producer.core.errors.StoreUnavailable`.
 boto3 itself retries a few times first (``standard`` retry mode). Credentials come from the
 standard AWS chain and are never logged.
 """
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producer.contract import ObjectRef
-from producer.digest import sha256_file
-from producer.errors import (
+from producer.core.contract import ObjectRef
+from producer.core.digest import sha256_file
+from producer.core.errors import (
     BucketNotAllowed,
     ImageError,
     ObjectNotFound,
@@ -30,7 +30,7 @@ from producer.errors import (
     WeightsError,
     WriteConflict,
 )
-from producer.settings import Settings
+from producer.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class StoredObject:
 class Store:
     """Reads and writes objects, translating every store error into the error tree.
 
-    Which objects jobs may touch is decided before any I/O (:mod:`producer.access`), not here: the
+    Which objects jobs may touch is decided before any I/O (:mod:`producer.core.access`), not here: the
     worker also reads the model's weights, which jobs may not name.
 
     Args:

@@ -26,8 +26,8 @@ import secrets
 import socket
 from urllib.parse import urlsplit
 
-from producer.errors import InvalidJob
-from producer.settings import Settings
+from producer.core.errors import ConfigError, InvalidJob
+from producer.core.settings import Settings
 
 PREFIX = "whsec_"
 
@@ -81,7 +81,7 @@ def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddres
     try:
         return [ipaddress.ip_network(e, strict=False) for e in entries]
     except ValueError as e:
-        raise InvalidJob("STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS", str(e)) from None
+        raise ConfigError("STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS", str(e)) from None
 
 
 def _internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

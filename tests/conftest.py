@@ -11,7 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
-from helpers import WorkerProcess, png_bytes, random_rgb
+from support.images import png_bytes, random_rgb
+from support.processes import WorkerProcess
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -80,8 +81,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, An
 @pytest.fixture(scope="session")
 def stack_env(services: tuple[Any, Any], weights_file: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of the worker and client processes; the weights come from the store."""
+    from producer.core.digest import sha256_file
     from producer.devstack import DEV_KEY, free_port
-    from producer.digest import sha256_file
 
     redis, s3 = services
     s3.client().upload_file(weights_file, "models", "vgg19/random.weights.h5")
@@ -110,7 +111,7 @@ def stack_env(services: tuple[Any, Any], weights_file: str, tmp_path_factory: py
 @pytest.fixture(scope="session")
 def client(stack_env: dict[str, str]) -> Any:
     from producer.client import Client
-    from producer.settings import Settings
+    from producer.core.settings import Settings
 
     return Client(Settings.from_env(stack_env))
 
@@ -125,7 +126,7 @@ def worker(stack_env: dict[str, str], client: Any, tmp_path_factory: pytest.Temp
 
 @pytest.fixture(scope="session")
 def store(stack_env: dict[str, str]) -> Any:
-    from producer.settings import Settings
+    from producer.core.settings import Settings
     from producer.storage import Store
 
     return Store(Settings.from_env(stack_env))
@@ -142,7 +143,7 @@ def redis_client(stack_env: dict[str, str]) -> Any:
 @pytest.fixture(scope="session")
 def inputs(store: Any) -> dict[str, str]:
     """Images (and non-images) uploaded to the inputs bucket: name -> s3 URI."""
-    from producer.contract import ObjectRef
+    from producer.core.contract import ObjectRef
 
     objects = {
         "content.png": png_bytes(random_rgb(48, 64, 1)),

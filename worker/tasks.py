@@ -1,11 +1,11 @@
-"""The Celery task ``stylequeue.transfer``: thin glue between a delivery and :func:`worker.jobs.run`.
+"""The Celery task ``stylequeue.transfer``: thin glue between a delivery and :func:`worker.runtime.jobs.run`.
 
-What each delivery does (the decisions live in :mod:`worker.guard` and :mod:`worker.recovery`):
+What each delivery does (the decisions live in :mod:`worker.runtime.guard` and :mod:`worker.runtime.recovery`):
 
 1. The job already ended (done marker) → its final state is published again (``SUCCESS`` with the
    same result; ``FAILURE``/``REVOKED`` with the same error); it never runs again.
 2. The message breaks the contract, or its ``job_id`` differs from its task id → ``FAILURE`` with
-   :class:`~producer.errors.InvalidJob`, final.
+   :class:`~producer.core.errors.InvalidJob`, final.
 3. Another live run holds the job's lease → this delivery steps aside (dropped, or deferred for a
    re-check when dropping could leave the job without a message).
 4. Otherwise it takes the lease and runs the job; transient failures are waited out in place for
@@ -20,19 +20,29 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from producer import broker, keys, registry
-from producer.contract import TASK_NAME, Job, check_message_size
-from producer.errors import InvalidJob, JobCancelled, PermanentError, StylequeueError, TooManyCrashes, TransientError
-from producer.queues import DEFAULT_PRIORITY
-from producer.retrying import patiently
-from producer.states import FAILURE, PROGRESS, REVOKED, SUCCESS, FinalState, JobProgress
-from worker import jobs, middleware, recovery, runtime
+from producer import broker
+from producer.broker import keys, registry, scripts
+from producer.broker.queues import DEFAULT_PRIORITY
+from producer.core.contract import TASK_NAME, Job, check_message_size
+from producer.core.errors import (
+    InvalidJob,
+    JobCancelled,
+    PermanentError,
+    StylequeueError,
+    TooManyCrashes,
+    TransientError,
+)
+from producer.core.retrying import patiently
+from producer.core.states import FAILURE, PROGRESS, REVOKED, SUCCESS, FinalState, JobProgress
+from worker import runtime, signals
 from worker.app import app
-from worker.guard import JobRecord, Lease, Superseded, now
+from worker.runtime import jobs, outcomes, recovery
+from worker.runtime.guard import JobRecord, Lease, Superseded, now
+from worker.runtime.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +51,7 @@ PROGRESS_BACKOFF_S = 30.0
 
 # Celery's PROGRESS state, written the way its Redis backend writes states (SET + PUBLISH on the
 # key), unless the job already has a final state. KEYS: the meta key. ARGV: meta JSON, expiry (s).
-_PUBLISH_PROGRESS = """
-local current = redis.call('get', KEYS[1])
-if current then
-  local ok, meta = pcall(cjson.decode, current)
-  if ok and (meta.status == 'SUCCESS' or meta.status == 'FAILURE' or meta.status == 'REVOKED') then return 0 end
-end
-redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('publish', KEYS[1], ARGV[1])
-return 1
-"""
+_PUBLISH_PROGRESS = scripts.load("worker.runtime", "publish_progress")
 
 
 class Reporter:
@@ -86,7 +87,7 @@ class Reporter:
             raise JobCancelled(f"job {self.job_id} was cancelled at iteration {p.iteration}/{p.total}")
         if self.lease.lost.is_set():
             self.lease.ensure()  # re-takes a lease nobody holds; Superseded if another run does
-        middleware.progressed(p.iteration, p.total)
+        signals.progressed(p.iteration, p.total)
         t = time.monotonic()
         if t < self._quiet_until or (t - self._last < self.rt.settings.progress_interval_s and p.iteration != p.total):
             return
@@ -107,8 +108,8 @@ class Reporter:
         # minute on a backend outage. Progress is best effort: one short try, then quiet a while.
         meta: dict[str, Any] = {"status": PROGRESS, "result": progress.to_dict(), "traceback": None, "children": []}
         try:
-            self.rt.backend_redis.eval(
-                _PUBLISH_PROGRESS,
+            _PUBLISH_PROGRESS(
+                self.rt.backend_redis,
                 1,
                 keys.CELERY_META.format(self.job_id),
                 json.dumps({**meta, "date_done": None, "task_id": self.job_id}),
@@ -122,11 +123,11 @@ class Reporter:
 
 def _republish(task: Any, job_id: str, final: FinalState) -> Any:
     """Publish a finished job's final state again for this delivery, and end the delivery."""
-    task.request.stylequeue_outcome = "republished"
+    outcomes.mark(task.request, Outcome.REPUBLISHED)
     log.info("job %s ended already (%s): published again", job_id, final.state, extra={"event": "job_republished"})
     if final.state == SUCCESS and final.job_result is not None:
         return final.job_result.to_dict()
-    error = _rebuild(final.error_type or "StylequeueError", final.error_message or "")
+    error = _rebuild(final.error_type or StylequeueError.__name__, final.error_message or "")
     if final.state == REVOKED:
         task.backend.mark_as_revoked(job_id, reason=str(error), request=task.request)
     else:
@@ -135,7 +136,7 @@ def _republish(task: Any, job_id: str, final: FinalState) -> Any:
 
 
 def _rebuild(error_type: str, message: str) -> BaseException:
-    from producer import errors
+    from producer.core import errors
 
     cls = getattr(errors, error_type, None)
     if not (isinstance(cls, type) and issubclass(cls, StylequeueError)) or cls in (
@@ -149,7 +150,7 @@ def _rebuild(error_type: str, message: str) -> BaseException:
         return PermanentError(message)
 
 
-def _step_aside(task: Any, message: Any, job_id: str, tag: str | None, holder_tag: str | None, why: str) -> None:
+def _step_aside(task: Any, message: Any, job_id: str, tag: str | None, holder_tag: str | None, why: str) -> NoReturn:
     rt = runtime.current()
     info = task.request.delivery_info or {}
     priority = info.get("priority")
@@ -163,7 +164,7 @@ def _step_aside(task: Any, message: Any, job_id: str, tag: str | None, holder_ta
         int(priority) if priority is not None else DEFAULT_PRIORITY,
         rt.settings.lease_ttl_s + 1,
     )
-    task.request.stylequeue_outcome = f"{what}:{why}"
+    outcomes.mark(task.request, what, why)
     log.info("job %s: %s; this delivery is %s", job_id, why, what, extra={"event": f"delivery_{what}", "reason": why})
     raise Ignore()
 
@@ -189,7 +190,7 @@ def _patient(rt: runtime.Runtime, action: Any, what: str) -> Any:
 
 @app.task(name=TASK_NAME, bind=True)
 def transfer(self: Any, message: Any) -> dict[str, Any]:
-    """Run one style-transfer job; see :mod:`producer.contract` for ``message``."""
+    """Run one style-transfer job; see :mod:`producer.core.contract` for ``message``."""
     rt = runtime.current()
     settings = rt.settings
     job_id = self.request.id
@@ -210,20 +211,22 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
         job = Job.from_message(message)
         job.resolve_id(job_id)
     except InvalidJob as e:
-        record.settle(FinalState(FAILURE, now(), error_type="InvalidJob", error_message=str(e)))
+        record.settle(FinalState(FAILURE, now(), error_type=InvalidJob.__name__, error_message=str(e)))
         raise
     if rt.redis.exists(keys.CANCEL.format(job_id)):
         reason = f"job {job_id} was cancelled before it started"
-        record.settle(FinalState(REVOKED, now(), error_type="JobCancelled", error_message=reason))
+        record.settle(FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=reason))
         self.backend.mark_as_revoked(job_id, reason=reason, request=self.request)
-        self.request.stylequeue_outcome = "cancelled"
+        outcomes.mark(self.request, Outcome.CANCELLED)
         raise Ignore()
 
     lease = Lease(rt.redis, job_id, tag, settings.lease_ttl_s, patience_s=settings.retry_for_s)
     try:
         acquired = _patient(rt, lease.acquire, f"job {job_id}: taking its lease")
     except Superseded:  # it ended a moment ago: publish that
-        return _republish(self, job_id, record.final() or FinalState(FAILURE, now(), error_type="StylequeueError"))
+        return _republish(
+            self, job_id, record.final() or FinalState(FAILURE, now(), error_type=StylequeueError.__name__)
+        )
     if not acquired:
         holder = lease.holder()
         _step_aside(self, message, job_id, tag, holder[1] if holder else None, "another live run holds it")
@@ -263,14 +266,14 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
             superseded = e
         except JobCancelled as e:
             try:
-                end(FinalState(REVOKED, now(), error_type="JobCancelled", error_message=str(e)))
+                end(FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=str(e)))
             except Superseded as lost:
                 superseded = lost
             else:
                 log.info("%s", e, extra={"event": "job_cancelled"})
                 # REVOKED with a TaskRevokedError result, as Celery records its own revokes.
                 self.backend.mark_as_revoked(job_id, reason=str(e), request=self.request)
-                self.request.stylequeue_outcome = "cancelled"
+                outcomes.mark(self.request, Outcome.CANCELLED)
                 raise Ignore() from None
         except broker.errors() as e:
             # Redis stayed unreachable past STYLEQUEUE_RETRY_FOR_S: this run cannot know whether it
@@ -282,7 +285,7 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
                 e,
                 extra={"event": "job_handed_back"},
             )
-            self.request.stylequeue_outcome = "handed_back"
+            outcomes.mark(self.request, Outcome.HANDED_BACK)
             raise Reject(str(e), requeue=True) from None
         except (PermanentError, TransientError, SoftTimeLimitExceeded) as e:
             error = (
@@ -298,7 +301,7 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
                 raise error from None
     assert superseded is not None
     if superseded.ended:
-        self.request.stylequeue_outcome = "dropped:ended"
+        outcomes.mark(self.request, Outcome.DROPPED, "ended")
         log.info(
             "job %s ended in another run; this run stops",
             job_id,

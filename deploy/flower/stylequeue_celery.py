@@ -1,6 +1,6 @@
 """Celery settings for Flower (``celery --config=stylequeue_celery flower``), mounted by docker-compose.yml.
 
-stylequeue keeps one Redis list per priority 0-9 (kombu's list names, see producer/queues.py);
+stylequeue keeps one Redis list per priority 0-9 (kombu's list names, see producer/broker/queues.py);
 Flower counts only the lists of the priority steps it is told, and kombu's default is 0, 3, 6, 9.
 With this, Flower's queue length is the true number of waiting jobs.
 """

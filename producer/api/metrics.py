@@ -19,10 +19,12 @@ deployment's, read from ``stylequeue:webhooks`` at each scrape.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from producer import broker, keys
+from producer import broker
+from producer.broker import keys
 
 #: Latency buckets (s): an API call is milliseconds; a 10,000-job batch about a second.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -91,3 +93,30 @@ class _WebhookCounters:
 
     def describe(self) -> list[Any]:
         return []  # collected at scrape time only
+
+
+class Measure:
+    """ASGI middleware: every request counted by route template, method and status, and timed."""
+
+    def __init__(self, app: Any, metrics: Any) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Pass the request on; count and time it by its route template once it is answered."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(route, scope["method"], status[0], time.perf_counter() - started)

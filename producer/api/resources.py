@@ -11,7 +11,7 @@ it) and, while it runs, its progress (the Celery result's ``PROGRESS`` meta). A 
      "cancel_requested": false, "webhook": {"url": "https://…", "events": ["completed"],
      "delivered": 0, "failed": 0, "last_error": null}}
 
-A finished job's ``result`` is the worker's :class:`~producer.states.JobResult`; ``output_url`` is
+A finished job's ``result`` is the worker's :class:`~producer.core.states.JobResult`; ``output_url`` is
 a presigned GET of the output, valid ``STYLEQUEUE_PRESIGN_EXPIRES_S`` (made for
 ``STYLEQUEUE_S3_PUBLIC_ENDPOINT_URL`` when clients reach the store by another name than the
 workers). Times are ISO 8601 UTC.
@@ -27,16 +27,17 @@ import time
 import uuid
 from typing import Any
 
-from producer import broker, keys
-from producer.api.tenants import Tenant
-from producer.errors import InvalidJob
-from producer.events import iso
-from producer.settings import Settings
-from producer.states import FINAL_STATES, PENDING, PROGRESS, STARTED, FinalState
+from producer import broker
+from producer.broker import keys
+from producer.broker.events import iso
+from producer.core.errors import InvalidJob
+from producer.core.settings import Settings
+from producer.core.states import FAILURE, FINAL_STATES, PENDING, PROGRESS, REVOKED, STARTED, SUCCESS, FinalState
 from producer.storage import make_client
+from producer.tenants import Tenant
 
 #: The states ``GET /v1/jobs?state=`` filters by (a job in ``PROGRESS`` is listed as ``STARTED``).
-LISTED_STATES = (PENDING, STARTED, "SUCCESS", "FAILURE", "REVOKED")
+LISTED_STATES = (PENDING, STARTED, SUCCESS, FAILURE, REVOKED)
 #: Content types an upload may declare.
 UPLOAD_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

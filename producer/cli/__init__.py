@@ -1,19 +1,24 @@
-"""The ``stylequeue`` command line, all of it in this package.
+"""The ``stylequeue`` command line: the client's commands here, the worker's by entry points.
 
-=============== ============================================================================
-module          commands
-=============== ============================================================================
-``stylize``     ``stylize`` (one transfer, locally), ``samples``
-``jobs``        ``submit``, ``status``, ``wait``, ``cancel``, ``jobs``, ``dead``, ``schema``
-``operate``     ``worker``, ``health``, ``queue``
-``api``         ``api`` (the HTTP API), ``notifier`` (its webhooks), ``keys create``
-``dev``         ``dev`` (the whole system on one machine)
-``options``     the engine's flags, generated from :class:`producer.params.Params`
-=============== ============================================================================
+=========================== ===================================================================
+module                      commands
+=========================== ===================================================================
+``producer.cli.jobs``       ``submit``, ``status``, ``wait``, ``cancel``, ``jobs``, ``dead``,
+                            ``schema``
+``producer.cli.operate``    ``queue``
+``producer.cli.api``        ``api`` (the HTTP API), ``notifier`` (its webhooks), ``keys create``
+``worker.cli.stylize``      ``stylize`` (one transfer, locally), ``samples``
+``worker.cli.operate``      ``worker``, ``health``
+``worker.cli.dev``          ``dev`` (the whole system on one machine)
+``producer.cli.options``    the engine's flags, generated from :class:`producer.core.params.Params`
+=========================== ===================================================================
 
-Each module registers its own sub-parsers; commands that need the engine import TensorFlow only
-when they run, so ``stylequeue --help`` works on a light-client install. Exit codes: 0 success,
-1 an error, 2 usage, 3 timeout, 4 no such job, 69 cannot reach Redis (``EX_UNAVAILABLE``: after
+Other packages add commands as Celery's do (``celery.commands``): a function taking the
+sub-parsers object, declared in the ``stylequeue.commands`` entry-point group (see
+``pyproject.toml``); the worker's commands come that way, so the light client never imports the
+worker. Commands that need the engine import TensorFlow only when they run, so
+``stylequeue --help`` works on a light-client install. Exit codes: 0 success, 1 an error,
+2 usage, 3 timeout, 4 no such job, 69 cannot reach Redis (``EX_UNAVAILABLE``: after
 ``STYLEQUEUE_CLIENT_TIMEOUT_S``, one line naming the URL; ``-v`` adds the traceback), 130
 interrupted.
 """
@@ -26,21 +31,40 @@ import os
 import sys
 from collections.abc import Sequence
 
-from producer.errors import BrokerUnavailable, JobNotFound, StylequeueError
+from producer.core.errors import BrokerUnavailable, JobNotFound, StylequeueError
 
 #: Exit code when Redis cannot be reached (sysexits' EX_UNAVAILABLE).
 EXIT_UNREACHABLE = 69
 
 
+#: The entry-point group whose functions add sub-commands (``add_commands(subparsers)``).
+COMMANDS_GROUP = "stylequeue.commands"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with every sub-command registered."""
-    from producer.cli import api, dev, jobs, operate, stylize  # argparse only at import time; no TensorFlow
+    """Return the top-level parser: the client's commands, then each ``stylequeue.commands`` entry point's.
+
+    An entry point whose package is not installed (the API's light image has no ``worker``) adds
+    nothing.
+    """
+    from importlib.metadata import entry_points
+
+    from producer.cli import api, jobs, operate  # argparse only at import time; no TensorFlow
 
     parser = argparse.ArgumentParser(prog="stylequeue", description="Neural style transfer as a service.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stylize, jobs, operate, api, dev):
+    for module in (jobs, operate, api):
         module.add_commands(sub)
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name):
+        try:
+            add_commands = ep.load()
+        except ModuleNotFoundError as e:
+            if e.name != ep.value.split(".")[0]:
+                raise
+            logging.getLogger(__name__).debug("commands %s: %s is not installed here", ep.name, e.name)
+            continue
+        add_commands(sub)
     return parser
 
 
@@ -83,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from producer.client import unreachable
 
         if isinstance(e, unreachable()):
-            from producer.settings import Settings
+            from producer.core.settings import Settings
 
             return _unreachable(BrokerUnavailable.after(Settings.from_env().broker_url, 0.0, e), args.verbose)
         if isinstance(e, OSError) or type(e).__module__.startswith(("kombu", "redis")):

@@ -64,7 +64,7 @@ def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from producer.api.app import create_app
-    from producer.settings import Settings
+    from producer.core.settings import Settings
 
     create_app(Settings.from_env())  # a wrong keys file or setting fails here, with its message
     uvicorn.run(
@@ -106,8 +106,8 @@ def notifier_argv(settings: Any, concurrency: int, hostname: str, loglevel: str,
 
 def run_notifier(args: argparse.Namespace) -> int:
     """Run ``stylequeue notifier`` (execs celery)."""
-    from producer.api.tenants import Tenants
-    from producer.settings import Settings
+    from producer.core.settings import Settings
+    from producer.tenants import Tenants
 
     settings = Settings.from_env()
     Tenants.load(settings)  # the secrets sign every delivery: a wrong keys file fails now
@@ -118,7 +118,7 @@ def run_notifier(args: argparse.Namespace) -> int:
 
 def run_keys_create(args: argparse.Namespace) -> int:
     """Run ``stylequeue keys create``."""
-    from producer.api.tenants import Tenant, hash_key, new_key, validate_entry
+    from producer.tenants import Tenant, hash_key, new_key, validate_entry
     from producer.webhooks import new_secret
 
     key = new_key()

@@ -1,6 +1,6 @@
 """``stylequeue submit | status | wait | cancel | jobs | dead | schema``: the client from the command line.
 
-Configuration comes from the environment (:mod:`producer.settings`). Results and statuses are
+Configuration comes from the environment (:mod:`producer.core.settings`). Results and statuses are
 printed as JSON on stdout; progress bars and errors go to stderr. Exit codes: 0 success, 1 the
 job failed or an error, 2 usage, 3 timeout, 4 no such job, 69 cannot reach Redis (within
 ``STYLEQUEUE_CLIENT_TIMEOUT_S``; ``wait`` waits through an outage once it has found the job).
@@ -17,8 +17,9 @@ from typing import Any
 
 from producer.cli import options
 from producer.cli.progressbar import ProgressBar
-from producer.contract import ObjectRef
-from producer.errors import ImageError, InvalidJob
+from producer.core.contract import ObjectRef
+from producer.core.errors import ImageError, InvalidJob
+from producer.core.states import SUCCESS
 
 
 def add_commands(sub: Any) -> None:
@@ -153,7 +154,7 @@ def run_status(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"job_id": job.id, "state": state}
     progress = job.progress()
     out["progress"] = None if progress is None else progress.to_dict()
-    out["result"] = job.result(timeout=1).to_dict() if state == "SUCCESS" else None
+    out["result"] = job.result(timeout=1).to_dict() if state == SUCCESS else None
     err = job.error()
     out["error"] = None if err is None else {"type": err.error_type, "message": err.error_message}
     print(json.dumps(out, indent=2))
@@ -175,7 +176,7 @@ def run_jobs(args: argparse.Namespace) -> int:
 
 def run_schema(args: argparse.Namespace) -> int:
     """Run ``stylequeue schema``."""
-    from producer.schema import job_schema
+    from producer.core.schema import job_schema
 
     print(json.dumps(job_schema(), indent=2))
     return 0

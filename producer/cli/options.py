@@ -1,4 +1,4 @@
-"""Command-line flags generated from the engine's options (:class:`producer.params.Params`).
+"""Command-line flags generated from the engine's options (:class:`producer.core.params.Params`).
 
 ``stylequeue stylize`` and ``stylequeue submit`` call :func:`add_flags`: each option becomes
 ``--name-with-dashes`` with its help text, default, unit, range or choices, all read from the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from producer.params import Option, Params, number_text
+from producer.core.params import Option, Params, number_text
 
 
 def flag(name: str) -> str:

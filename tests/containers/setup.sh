@@ -1,6 +1,6 @@
 #!/bin/sh
 # What `make test-containers` needs on a Debian machine without Docker: podman (with runc and
-# cgroupfs, no default ulimits: see ../../README.md "Operate"), debootstrap for the base image,
+# cgroupfs, no default ulimits: see ../../docs/operations.md), debootstrap for the base image,
 # and podman-compose in the project's venv. Idempotent; needs root.
 set -eu
 missing=""

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import png_bytes, random_rgb, sample, wait_for
+from support.images import png_bytes, random_rgb
+from support.metrics import sample
+from support.waiting import wait_for
 
-from producer.contract import ObjectRef
+from producer.core.contract import ObjectRef
 
 pytestmark = pytest.mark.containers
 
@@ -165,7 +167,7 @@ class Stack:
         return f"redis://{ip_of(container('redis'))}:6379/0"
 
     def settings(self) -> Any:
-        from producer.settings import Settings
+        from producer.core.settings import Settings
 
         return Settings(
             broker_url=self.redis_url,
@@ -229,8 +231,8 @@ def buckets_exist(store: Any, *names: str) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(images: dict[str, float], weights_file: str) -> Iterator[Stack]:
-    from producer.api.tenants import hash_key
-    from producer.digest import sha256_file
+    from producer.core.digest import sha256_file
+    from producer.tenants import hash_key
 
     keys = {
         "keys": [

@@ -3,7 +3,7 @@
 A job too large for its worker would be killed by the OOM killer mid-run, redelivered, and
 killed again until the crash cap fails it, an hour of GPU time later. Instead the worker
 estimates the job's peak memory from its sizes before any download and refuses a job that cannot
-fit with an :class:`~producer.errors.InvalidJob` naming ``params.size``.
+fit with an :class:`~producer.core.errors.InvalidJob` naming ``params.size``.
 
 The estimate follows the network: the float32 activations of every VGG19 layer up to the deepest
 layer a loss uses (channels at that layer's resolution), kept for the backward pass, times a
@@ -17,13 +17,9 @@ and this estimate gives 5.1 KB per pixel for the default layers.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 
-from producer.params import VGG19_CONV_LAYERS, Params
+from producer.core.params import VGG19_CONV_LAYERS, Params
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +27,6 @@ log = logging.getLogger(__name__)
 CHANNELS = dict(zip(VGG19_CONV_LAYERS, [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8))
 #: Backward pass and workspace over the forward activations (measured, see the module docstring).
 BACKWARD_FACTOR = 3.5
-#: Share of the machine's memory one job may use when no limit is set.
-MACHINE_SHARE = 0.8
 
 
 def activation_bytes_per_pixel(layers: Sequence[str]) -> float:
@@ -106,49 +100,3 @@ def auto_tile(params: Params, size: tuple[int, int], limit_bytes: int, halo: int
     if tile >= max(height, width) or crop_pixels(tile, halo) >= pixels:
         return 0  # the halo would make a crop as large as the image: tiles would not help
     return tile
-
-
-def machine_limit_bytes() -> int:
-    """What one job may use here when ``STYLEQUEUE_MAX_JOB_MEMORY_BYTES`` is not set.
-
-    A share of the visible GPU's memory, else of the RAM (the cgroup's limit inside a container);
-    0 if unknown.
-    """
-    gpu = _gpu_memory_bytes()
-    total = gpu or _ram_bytes()
-    return int(total * MACHINE_SHARE)
-
-
-def _gpu_memory_bytes() -> int:
-    from worker.runtime import visible_gpus
-
-    gpus = visible_gpus()
-    smi = shutil.which("nvidia-smi")
-    if not gpus or smi is None:
-        return 0
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", gpus[0]],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        return int(float(out.strip().splitlines()[0])) * 1024 * 1024
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
-        log.warning("GPU memory unknown (%s): no memory limit from the GPU", e)
-        return 0
-
-
-def _ram_bytes() -> int:
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            return int(text)
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 0

@@ -1,7 +1,7 @@
 """The style-transfer engine: Gatys et al. with VGG19 features and scipy's L-BFGS-B.
 
 The engine knows nothing of files, queues or object stores: it takes decoded RGB arrays and
-:class:`~producer.params.Params` and returns a :class:`Result`. Progress goes to a callback as a
+:class:`~producer.core.params.Params` and returns a :class:`Result`. Progress goes to a callback as a
 small :class:`Progress` dataclass once per L-BFGS iteration; the optimizer's state goes to
 another (for checkpoints) as a :class:`State` it can be resumed from.
 
@@ -34,8 +34,8 @@ import scipy.optimize
 import tensorflow as tf
 from PIL import Image
 
-from producer.errors import ImageError, InvalidJob
-from producer.params import Params
+from producer.core.errors import ImageError, InvalidJob
+from producer.core.params import Params
 from worker.nst import budget, colour, images, losses, pyramid, tiling, vgg
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Image decoding, normalization, resizing and encoding with Pillow.
 
 Everything a job feeds the engine passes through :func:`decode`: it refuses what is not a usable
-image with an :class:`~producer.errors.ImageError` that names the problem, checks the pixel count
+image with an :class:`~producer.core.errors.ImageError` that names the problem, checks the pixel count
 from the header before decoding the pixels (decompression bombs), applies EXIF orientation and
 turns every mode (L, LA, P, RGBA, CMYK, 16-bit, animated) into 8-bit RGB.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from producer import formats
-from producer.errors import ImageError
+from producer.core import formats
+from producer.core.errors import ImageError
 
 # Never accept half an image: a truncated file must raise, not come back grey at the bottom.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from producer.params import Params
+from producer.core.params import Params
 
 #: Linear size ratio between two consecutive levels.
 FACTOR = math.sqrt(2.0)

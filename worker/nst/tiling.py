@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from producer.params import CHANNELS, VGG19_CONV_LAYERS
+from producer.core.params import CHANNELS, VGG19_CONV_LAYERS
 from worker.nst import losses
 
 

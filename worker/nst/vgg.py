@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from producer.digest import sha256_file
-from producer.errors import WeightsError
-from producer.params import VGG19_CONV_LAYERS
+from producer.core.digest import sha256_file
+from producer.core.errors import ConfigError, WeightsError
+from producer.core.params import VGG19_CONV_LAYERS
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +165,14 @@ def resolve_precision(requested: str) -> str:
     the speed differs (bfloat16 is emulated where it is not native).
 
     Raises:
-        ValueError: ``STYLEQUEUE_AUTO_PRECISION`` is set to something else.
+        ConfigError: ``STYLEQUEUE_AUTO_PRECISION`` is set to something else.
     """
     if requested != "auto":
         return requested
     forced = os.environ.get(AUTO_PRECISION_ENV, "").strip()
     if forced:
         if forced not in ("float32", "bfloat16"):
-            raise ValueError(f"{AUTO_PRECISION_ENV}={forced!r}: must be 'float32' or 'bfloat16' (or unset: detect)")
+            raise ConfigError(AUTO_PRECISION_ENV, f"{forced!r} must be 'float32' or 'bfloat16' (or unset: detect)")
         return forced
     return "bfloat16" if native_bfloat16() else "float32"
 

@@ -1,0 +1,65 @@
+"""Which objects a job may read and which it may write: separate allowlists, and the model protected.
+
+``STYLEQUEUE_INPUT_BUCKETS`` and ``STYLEQUEUE_OUTPUT_BUCKETS`` are comma-separated entries, each a
+bucket (``photos``) or a bucket and key prefix (``results/stylized/``); an empty list allows every
+bucket. When they are unset, ``STYLEQUEUE_ALLOWED_BUCKETS`` applies to both (the setting of
+earlier versions). Whatever the lists say, a job never writes the VGG19 weights object
+(``STYLEQUEUE_WEIGHTS``): a job that could replace the model would take down every worker that
+starts after it.
+
+The checks run in the worker before any download or computation; the client runs the same checks
+before sending when it has the same settings.
+"""
+
+from __future__ import annotations
+
+from producer.core.contract import Job, ObjectRef
+from producer.core.errors import BucketNotAllowed, InvalidJob
+from producer.core.settings import Settings
+
+
+def admits(entries: tuple[str, ...], ref: ObjectRef) -> bool:
+    """Whether an allowlist admits ``ref`` (an empty list admits everything)."""
+    if not entries:
+        return True
+    for entry in entries:
+        bucket, _, prefix = entry.partition("/")
+        if ref.bucket == bucket and ref.key.startswith(prefix):
+            return True
+    return False
+
+
+def check_read(settings: Settings, ref: ObjectRef, field: str) -> None:
+    """Raise :class:`BucketNotAllowed` unless jobs may read ``ref``."""
+    if not admits(settings.readable, ref):
+        raise BucketNotAllowed(f"{field}: {ref.uri} is outside the buckets jobs may read ({_names(settings, 'INPUT')})")
+
+
+def check_write(settings: Settings, ref: ObjectRef, field: str = "output") -> None:
+    """Raise unless jobs may write ``ref``.
+
+    Raises:
+        BucketNotAllowed: outside the output allowlist.
+        InvalidJob: ``ref`` is the weights object.
+    """
+    if settings.weights.startswith("s3://") and ref.uri == settings.weights:
+        raise InvalidJob(field, f"{ref.uri} is the model's weights (STYLEQUEUE_WEIGHTS): jobs never write it")
+    if not admits(settings.writable, ref):
+        raise BucketNotAllowed(
+            f"{field}: {ref.uri} is outside the buckets jobs may write ({_names(settings, 'OUTPUT')})"
+        )
+
+
+def check_job(settings: Settings, job: Job, job_id: str) -> None:
+    """Check every object a job reads and its output (the exact key, for a prefix)."""
+    check_read(settings, job.content, "content")
+    for i, style in enumerate(job.styles):
+        check_read(settings, style, f"style[{i}]" if len(job.styles) > 1 else "style")
+    check_write(settings, job.output_ref(job_id))
+
+
+def _names(settings: Settings, direction: str) -> str:
+    own = settings.input_buckets if direction == "INPUT" else settings.output_buckets
+    variable = f"STYLEQUEUE_{direction}_BUCKETS" if own else "STYLEQUEUE_ALLOWED_BUCKETS"
+    listed = settings.readable if direction == "INPUT" else settings.writable
+    return f"{variable}={','.join(listed)}"

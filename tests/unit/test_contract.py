@@ -1,0 +1,123 @@
+import json
+
+import pytest
+
+from producer.core.contract import Job, ObjectRef
+from producer.core.errors import InvalidJob
+
+BASE = {"content": "s3://photos/in/a.jpg", "style": "s3://styles/s.png", "output": "s3://results/out/"}
+
+
+def job(**changes: object) -> Job:
+    return Job.from_message({**BASE, **changes})
+
+
+def test_minimal_job_and_round_trip() -> None:
+    j = job(job_id="order-1")
+    assert j.content == ObjectRef("photos", "in/a.jpg") and j.styles == (ObjectRef("styles", "s.png"),)
+    assert j.output.is_prefix and j.output_format() == "png"
+    assert j.output_ref("order-1").uri == "s3://results/out/order-1.png"
+    assert Job.from_message(j.to_message()) == j
+    assert Job.from_message(json.dumps(j.to_message())) == j  # a JSON string is accepted too
+
+
+def test_styles_with_blend_weights() -> None:
+    j = job(style=[{"uri": "s3://styles/a.png", "weight": 0.7}, {"uri": "s3://styles/b.png", "weight": 0.3}])
+    assert j.style_weights == (0.7, 0.3) and len(j.styles) == 2
+    assert job(style=["s3://styles/a.png", "s3://styles/b.png"]).style_weights is None
+    assert Job.from_message(j.to_message()) == j
+
+
+def test_output_key_and_format() -> None:
+    assert job(output="s3://results/x/final.webp").output_format() == "webp"
+    assert job(output="s3://results/x/final.JPG").output_ref("id").key == "x/final.JPG"
+    assert job(output="s3://results/", format="jpeg").output_ref("id").uri == "s3://results/id.jpg"
+    assert job(output="s3://results/x/final.jpeg", format="jpg").format == "jpeg"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"colour": 1}, "colour", "unknown field"),
+        ({"version": 2}, "version", "unsupported contract version 2"),
+        ({"version": "1"}, "version", "unsupported contract version"),
+        ({"content": None}, "content", "must be an s3:// URI string"),
+        ({"content": "http://x/y.png"}, "content", "is not an s3://bucket/key URI"),
+        ({"content": "s3://Bad_Bucket/a.png"}, "content", "is not a valid bucket name"),
+        ({"content": "s3://photos/"}, "content", "needs an object key"),
+        ({"content": "s3://photos//etc/passwd"}, "content", "must not be absolute"),
+        ({"content": "s3://photos/a/../../b.png"}, "content", "'..' path segment"),
+        ({"content": "s3://photos/a/./b.png"}, "content", "'.' or '..'"),
+        ({"content": "s3://photos/a\x00b.png"}, "content", "control characters"),
+        ({"content": "s3://photos/" + "k" * 1100}, "content", "longer than 1024 bytes"),
+        ({"output": "s3://results/../x/"}, "output", "'..' path segment"),
+        ({"output": "s3://results/x.txt"}, "output", "has suffix 'txt'"),
+        ({"output": "s3://results/final", "format": "webp"}, "output", "has no suffix"),
+        ({"output": "s3://models/vgg19.weights.h5", "format": "png"}, "output", "has suffix 'h5'"),
+        ({"output": "s3://results/x.png", "format": "jpeg"}, "format", "contradicts"),
+        ({"format": "gif"}, "format", "is not png, jpeg or webp"),
+        ({"style": []}, "style", "non-empty list"),
+        ({"style": [{"uri": "s3://styles/a.png", "weight": -1}]}, "style[0].weight", "finite number >= 0"),
+        ({"style": [{"uri": "s3://styles/a.png", "weight": 0}]}, "style", "must not all be zero"),
+        ({"style": [{"url": "s3://styles/a.png"}]}, "style[0]", "'uri' and optional 'weight'"),
+        ({"job_id": "has space"}, "job_id", "letters, digits"),
+        ({"job_id": "trailing-newline\n"}, "job_id", "letters, digits"),
+        ({"job_id": "a/b"}, "job_id", "letters, digits"),
+        ({"job_id": "-starts-with-dash"}, "job_id", "letters, digits"),
+        ({"params": {"iterations": 0}}, "params.iterations", "out of range"),
+        ({"params": {"sizes": 3}}, "params.sizes", "unknown option"),
+    ],
+)
+def test_bad_fields_are_named(changes: dict, field: str, message: str) -> None:
+    with pytest.raises(InvalidJob) as err:
+        job(**changes)
+    assert err.value.field == field, str(err.value)
+    assert message in err.value.message
+
+
+@pytest.mark.parametrize(("message", "field"), [("not json {", "message"), ([1, 2], "message"), ({}, "content")])
+def test_bad_messages(message: object, field: str) -> None:
+    with pytest.raises(InvalidJob) as err:
+        Job.from_message(message)
+    assert err.value.field == field
+
+
+def test_per_job_limits() -> None:
+    j = job(params={"size": 1024, "iterations": 500})
+    j.check_limits(max_size_px=1024, max_iterations=500, max_pixels=1024 * 1024)
+    with pytest.raises(InvalidJob, match="params.size: 1024 px is over this deployment's limit of 512"):
+        j.check_limits(max_size_px=512, max_iterations=500)
+    with pytest.raises(InvalidJob, match="params.iterations: 500 is over"):
+        j.check_limits(max_size_px=1024, max_iterations=100)
+    with pytest.raises(InvalidJob, match="params.size: 1048576 output pixels is over the limit of 1000000"):
+        j.check_limits(max_size_px=1024, max_iterations=500, max_pixels=1_000_000)
+
+
+def test_style_pixels_count_against_the_pixel_limit() -> None:
+    """A style image is processed at the output's area times style_scale²: that is what is bounded."""
+    small = job(params={"size": [100, 200], "style_scale": 3.0})
+    small.check_limits(4096, 100, max_pixels=200_000)  # 20,000 output px, 180,000 style px
+    with pytest.raises(InvalidJob) as err:
+        small.check_limits(4096, 100, max_pixels=150_000)
+    assert err.value.field == "params.style_scale" and "180000 pixels" in err.value.message
+
+
+def test_the_job_id_and_the_task_id_are_one_id() -> None:
+    assert job().resolve_id("task-1") == "task-1"  # no job_id: the task id is the job id
+    assert job(job_id="order-1").resolve_id("order-1") == "order-1"
+    with pytest.raises(InvalidJob, match="'order-1' differs from the task id 'other'") as err:
+        job(job_id="order-1").resolve_id("other")
+    assert err.value.field == "job_id"
+    for bad in ("with\nnewline", "a/b", "", "x" * 129):
+        with pytest.raises(InvalidJob) as err:
+            job().resolve_id(bad)
+        assert err.value.field == "task id"
+
+
+def test_message_size_limit() -> None:
+    from producer.core.contract import check_message_size
+
+    message = {**BASE, "params": {"content_layers": ["block1_conv1"] * 50}}
+    check_message_size(message, 10_000)
+    with pytest.raises(InvalidJob, match="bytes is over the limit of 100 .STYLEQUEUE_MAX_MESSAGE_BYTES."):
+        check_message_size(message, 100)

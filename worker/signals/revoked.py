@@ -1,0 +1,41 @@
+"""A job Celery revoked before it ran still gets its final ``REVOKED`` state and event.
+
+A plain Celery client cancels with ``AsyncResult(id).revoke()``; a worker that then receives the
+message drops it before any stylequeue code runs (Celery marks it ``REVOKED`` in the result
+backend itself). Without this the job would have no done marker: its HTTP record, its batch and
+its webhook would wait forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import task_revoked
+
+from producer import broker
+from producer.broker.cancellation import CANCELLED_ERROR
+from producer.broker.events import Announcer
+from producer.core.settings import Settings
+from producer.core.states import REVOKED, FinalState
+from worker.runtime.guard import JobRecord, now
+
+log = logging.getLogger(__name__)
+
+
+def install(settings: Settings) -> None:
+    """Record ``REVOKED`` for every job Celery revokes (unless it ended already)."""
+    redis: list[Any] = []
+
+    @task_revoked.connect(weak=False)
+    def _revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
+        job_id = getattr(request, "id", None)
+        if not job_id:
+            return
+        try:
+            if not redis:
+                redis.append(broker.connect(settings.broker_url))
+            final = FinalState(REVOKED, now(), error_type=CANCELLED_ERROR, error_message=f"job {job_id} was revoked")
+            JobRecord(redis[0], job_id, settings.result_expires_s, Announcer(redis[0], settings).ended).settle(final)
+        except Exception as e:  # Celery has recorded REVOKED in the result backend either way
+            log.error("revoked job %s: its end was not recorded: %s", job_id, e)
