@@ -1,19 +1,30 @@
-"""The webhook notifier: delivers job events to tenants' URLs, signed, at least once.
+"""The webhook notifier: delivers job events to tenants' URLs, signed, at least once, one chain each.
 
 A light Celery worker of its own (no TensorFlow) on its own queue, ``STYLEQUEUE_WEBHOOK_QUEUE``::
 
     stylequeue notifier        # celery -A producer.notifier worker -Q stylequeue-webhooks --pool threads
 
-Events queue deliveries (:mod:`producer.broker.events`); each is one task, acknowledged only when it
-ends, so a notifier killed mid-delivery leaves it to another (Celery's late ack). An attempt
-POSTs the event's body with the Standard Webhooks headers (:mod:`producer.webhooks`), signed with
-the tenant's ``webhook_secret``, after the SSRF guard has checked the URL again (a host may
-resolve elsewhere by now; redirects are not followed). A 2xx answer delivers it. A timeout, a
-connection error or any other status is retried after ``STYLEQUEUE_WEBHOOK_BACKOFF_S``, doubling
-to at most an hour, with jitter, until ``STYLEQUEUE_WEBHOOK_RETRY_FOR_S`` (25 h) after the event;
-then it is recorded as failed: in the job (``webhook.failed``, ``webhook.last_error``) and in
+Events queue deliveries (:mod:`producer.broker.events`) as Celery messages. The task does not
+POST: it takes the event into the schedule kept in Redis (``stylequeue:webhooks:due``, a due time
+per event id, and ``stylequeue:webhooks:pending``), once per event id, so a second copy of the
+message (another consumer of the same Redis with a shorter visibility timeout hands unacked
+messages back) starts nothing. Every notifier runs a dispatcher that claims due events
+atomically (the claim moves the due time past the attempt's deadline, so a notifier killed
+mid-attempt leaves the event due again) and makes one attempt each: no retry is ever an
+unacknowledged ETA message, so no restore can copy it, however long the receiver is down.
+
+An attempt POSTs the event's body with the Standard Webhooks headers (:mod:`producer.webhooks`),
+signed with the tenant's ``webhook_secret``, after the SSRF guard has checked the URL again, to
+an address the guard checked (no second DNS lookup: a name cannot rebind in between); redirects
+are not followed, and the whole attempt has one deadline, ``STYLEQUEUE_WEBHOOK_TIMEOUT_S`` (a
+slow receiver cannot hold a thread longer). A 2xx answer delivers it. A timeout, a connection
+error or any other status is retried after ``STYLEQUEUE_WEBHOOK_BACKOFF_S``, doubling to at most
+an hour, with jitter, until ``STYLEQUEUE_WEBHOOK_RETRY_FOR_S`` (25 h) after the event; then it is
+recorded as failed: in the job (``webhook.failed``, ``webhook.last_error``) and in
 ``stylequeue_webhooks_failed_total``. A URL the guard refuses, or a tenant without a secret, fails
-at once.
+at once. ``webhook.last_error`` says ``HTTP <status>`` or that no answer came; why a connection
+failed (refused, unreachable, which address) goes to the notifier's log only, so the field is no
+port scanner.
 
 Every attempt of one event carries the same ``webhook-id``: receivers that keep the ids they have
 processed get each event exactly once.
@@ -21,15 +32,20 @@ processed get each event exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import http.client
+import json
 import logging
 import random
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from producer import broker, webhooks
 from producer.broker import keys, scripts
@@ -49,11 +65,6 @@ USER_AGENT = "stylequeue-webhooks/1"
 def _config() -> dict[str, Any]:
     settings = _settings()
     config = celery_config(settings)
-    config["broker_transport_options"] = {
-        **config["broker_transport_options"],
-        # A retry waits in the notifier until its time (at most an hour): no redelivery before.
-        "visibility_timeout": int(BACKOFF_MAX_S + 600),
-    }
     config.update(
         task_default_queue=settings.webhook_queue,
         task_routes={WEBHOOK_TASK: {"queue": settings.webhook_queue}},
@@ -62,7 +73,7 @@ def _config() -> dict[str, Any]:
         task_time_limit=None,
         task_track_started=False,
         task_ignore_result=True,
-        worker_prefetch_multiplier=4,
+        worker_prefetch_multiplier=16,  # a task only schedules its event: milliseconds
         worker_send_task_events=False,
     )
     return config
@@ -88,40 +99,68 @@ def _secrets() -> dict[str, str]:
 app = Celery("stylequeue-notifier")
 app.add_defaults(_config)
 
+#: How often an idle dispatcher looks for due events (s).
+POLL_S = 0.2
+#: A claim outlasts the attempt's deadline by this much (s) before the event is due again.
+CLAIM_SLACK_S = 30.0
+#: How long an ended event's marker keeps late copies of its message out, past the retry period (s).
+DONE_SLACK_S = 3600.0
+#: The most of a receiver's answer read (bytes).
+MAX_ANSWER_BYTES = 65536
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer like any other non-2xx: never followed (it could point inside)."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+def post(delivery: Delivery, secret: str, timeout_s: float, address: str) -> str | None:
+    """One attempt to ``address`` (checked by the guard): ``None`` on a 2xx answer, else what went wrong.
 
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
-def post(delivery: Delivery, secret: str, timeout_s: float) -> str | None:
-    """One attempt: ``None`` when the receiver answered 2xx, else what went wrong."""
+    The connection goes to ``address``; the URL's host name is still the ``Host`` header, the TLS
+    server name and what the certificate must name. The attempt ends by ``timeout_s``, whatever
+    the receiver does.
+    """
+    parts = urlsplit(delivery.url)
+    host = parts.hostname or ""
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     timestamp = int(time.time())
-    request = urllib.request.Request(
-        delivery.url,
-        data=delivery.body.encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "webhook-id": delivery.event_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": webhooks.sign(secret, delivery.event_id, timestamp, delivery.body),
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": delivery.event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": webhooks.sign(secret, delivery.event_id, timestamp, delivery.body),
+    }
+    conn: http.client.HTTPConnection
+    if https:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout_s)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+
+    def pinned(addr: Any, timeout: Any = None, source: Any = None) -> socket.socket:
+        return socket.create_connection((address, addr[1]), timeout, source)
+
+    conn._create_connection = pinned  # type: ignore[attr-defined]  # to the checked address only
+    deadline = threading.Timer(timeout_s, _cut, (conn,))
+    deadline.start()
     try:
-        with _opener.open(request, timeout=timeout_s) as response:
-            status = response.status
-    except urllib.error.HTTPError as e:
-        status = e.code
-    except (OSError, ValueError) as e:  # refused, reset, timed out, TLS
-        return f"{type(e).__name__}: {e}"[:300]
+        conn.request("POST", path, body=delivery.body.encode(), headers=headers)
+        answer = conn.getresponse()
+        answer.read(MAX_ANSWER_BYTES)
+        status = answer.status
+    except (OSError, http.client.HTTPException, ValueError) as e:  # refused, reset, timed out, TLS, cut
+        log.warning("webhook %s to %s (%s): %s: %s", delivery.event_id, delivery.url, address, type(e).__name__, e)
+        return "no answer (connection failed, timed out or cut at the deadline)"
+    finally:
+        deadline.cancel()
+        conn.close()
     return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def _cut(conn: http.client.HTTPConnection) -> None:
+    """The attempt's deadline: end the connection, which ends any read or write on it."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def backoff_s(attempt: int, first_s: float) -> float:
@@ -140,39 +179,142 @@ def _count(delivery: Delivery, outcome: str, error: str | None = None) -> None:
     pipe.execute()
 
 
-# max_retries=None: retried until the time budget (below) says stop, not after a count.
-@app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
+@app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True)
 def deliver(self: Any, message: Any) -> None:
-    """Deliver one event (see the module docstring)."""
-    settings = _settings()
+    """Take one event into the schedule, once per event id (see the module docstring)."""
     try:
         delivery = Delivery.from_dict(message)
     except ValueError as e:
         log.error("dropped a malformed webhook delivery: %s", e)
         return
+    if not schedule(_redis(), delivery):
+        log.info("webhook %s: already being delivered, or delivered: this copy is dropped", delivery.event_id)
+
+
+def schedule(redis: Any, delivery: Delivery, at: float | None = None) -> bool:
+    """Put ``delivery`` in the schedule unless its event is there already or has ended."""
+    payload = json.dumps({"delivery": delivery.to_dict(), "attempts": 0})
+    event = delivery.event_id
+    script = scripts.load("producer.broker", "webhook_schedule")
+    done = keys.WEBHOOK_DONE.format(event)
+    return bool(script(redis, 3, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_DUE, done, event, payload, at or time.time()))
+
+
+def attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int) -> None:
+    """One attempt at a claimed event, then its end or its next due time."""
     secret = _secrets().get(delivery.tenant)
     if secret is None:
-        _give_up(delivery, f"tenant {delivery.tenant!r} has no webhook_secret")
+        _end(redis, settings, delivery, "failed", f"tenant {delivery.tenant!r} has no webhook_secret")
         return
     try:
-        webhooks.check_url(delivery.url, settings)
+        addresses = webhooks.check_url(delivery.url, settings)
     except (InvalidJob, ConfigError) as e:
-        _give_up(delivery, f"refused by the guard: {e}")
+        _end(redis, settings, delivery, "failed", f"refused by the guard: {e}")
         return
-    error = post(delivery, secret, settings.webhook_timeout_s)
+    error = post(delivery, secret, settings.webhook_timeout_s, addresses[0])
     if error is None:
-        _count(delivery, "delivered")
+        _end(redis, settings, delivery, "delivered")
         log.info("webhook %s delivered to %s", delivery.event_id, delivery.url)
         return
-    wait = backoff_s(self.request.retries, settings.webhook_backoff_s)
+    wait = backoff_s(attempts, settings.webhook_backoff_s)
     if time.time() + wait > delivery.first_at + settings.webhook_retry_for_s:
-        _give_up(delivery, error)
+        _end(redis, settings, delivery, "failed", error)
         return
     _count(delivery, "attempts_failed", error)
     log.warning("webhook %s to %s: %s; retry in %.1f s", delivery.event_id, delivery.url, error, wait)
-    raise self.retry(countdown=wait)
+    payload = json.dumps({"delivery": delivery.to_dict(), "attempts": attempts + 1})
+    again = scripts.load("producer.broker", "webhook_again")
+    again(redis, 2, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, delivery.event_id, payload, time.time() + wait)
 
 
-def _give_up(delivery: Delivery, error: str) -> None:
-    log.error("webhook %s to %s failed for good: %s", delivery.event_id, delivery.url, error)
-    _count(delivery, "failed", error)
+def _end(redis: Any, settings: Settings, delivery: Delivery, outcome: str, error: str | None = None) -> None:
+    if outcome == "failed":
+        log.error("webhook %s to %s failed for good: %s", delivery.event_id, delivery.url, error)
+    ttl = int(settings.webhook_retry_for_s + DONE_SLACK_S)
+    end = scripts.load("producer.broker", "webhook_end")
+    done = keys.WEBHOOK_DONE.format(delivery.event_id)
+    if end(redis, 3, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, done, delivery.event_id, outcome, ttl):
+        _count(delivery, outcome, error)
+
+
+class Dispatcher:
+    """Claims due events from the schedule and makes their attempts, ``concurrency`` at a time.
+
+    Args:
+        settings: The deployment settings.
+        concurrency: Attempts at once (the notifier's ``-c``).
+    """
+
+    def __init__(self, settings: Settings, concurrency: int) -> None:
+        self.settings = settings
+        self.concurrency = max(1, concurrency)
+        self.redis = broker.connect(settings.broker_url)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="webhook")
+        self._busy = threading.Semaphore(self.concurrency)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webhook-dispatcher", daemon=True)
+
+    def start(self) -> None:
+        """Start claiming."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop claiming; let the attempts under way end (each by its deadline)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                claimed = self.claim_once()
+            except broker.errors() as e:
+                log.warning("webhook schedule unreachable (%s); again in 1 s", e)
+                self._stop.wait(1.0)
+                continue
+            if not claimed:
+                self._stop.wait(POLL_S)
+
+    def claim_once(self) -> int:
+        """Claim as many due events as there are free slots and start their attempts; how many."""
+        free = 0
+        while self._busy.acquire(blocking=False):
+            free += 1
+        if free == 0:
+            self._stop.wait(POLL_S)
+            return 0
+        now = time.time()
+        until = now + self.settings.webhook_timeout_s + CLAIM_SLACK_S
+        claim = scripts.load("producer.broker", "webhook_claim")
+        got = claim(self.redis, 2, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, now, until, free)
+        pairs = list(zip(got[::2], got[1::2]))
+        for _ in range(free - len(pairs)):
+            self._busy.release()
+        for _, raw in pairs:
+            self._pool.submit(self._attempt, raw)
+        return len(pairs)
+
+    def _attempt(self, raw: Any) -> None:
+        try:
+            entry = json.loads(raw)
+            attempt(self.redis, self.settings, Delivery.from_dict(entry["delivery"]), int(entry["attempts"]))
+        except Exception:
+            log.exception("webhook attempt failed unexpectedly; the event is due again after its claim")
+        finally:
+            self._busy.release()
+
+
+class _Dispatch(bootsteps.StartStopStep):
+    """Runs a :class:`Dispatcher` in each notifier, beside Celery's pool."""
+
+    def start(self, worker: Any) -> None:
+        self.dispatcher = Dispatcher(_settings(), int(getattr(worker, "concurrency", 4) or 4))
+        self.dispatcher.start()
+
+    def stop(self, worker: Any) -> None:
+        dispatcher = getattr(self, "dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.stop()
+
+
+app.steps["worker"].add(_Dispatch)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.broker import keys, scripts
+from producer.core.access import overlaps
 from producer.core.errors import ConfigError, InvalidJob
 from producer.core.settings import Settings
 
@@ -78,6 +79,9 @@ def _tenant(entry: Any, i: int) -> Tenant:
         value = entry.get(direction)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             raise ValueError(f"keys[{i}].{direction} must list the tenant's buckets or bucket/prefix/ entries")
+        for j, item in enumerate(value):
+            if "/" in item and not item.endswith("/"):
+                raise ValueError(f"keys[{i}].{direction}[{j}] {item!r} must end with '/' (a prefix is a folder)")
         lists[direction] = tuple(value)
     numbers: dict[str, Any] = {}
     for name_, kind in (("max_priority", int), ("rate_per_s", float), ("burst", int), ("max_in_flight", int)):
@@ -90,6 +94,19 @@ def _tenant(entry: Any, i: int) -> Tenant:
     if not isinstance(secret, str):
         raise ValueError(f"keys[{i}].webhook_secret must be a string")
     return Tenant(tenant=name, key_sha256=digest, **lists, **numbers, webhook_secret=secret)
+
+
+def _check_apart(tenants: list[Tenant]) -> None:
+    """Refuse two tenants whose buckets overlap: one could read or overwrite the other's objects."""
+    for i, a in enumerate(tenants):
+        for b in tenants[i + 1 :]:
+            for direction in ("input", "output"):
+                for x in getattr(a, direction):
+                    for y in getattr(b, direction):
+                        if overlaps(x, y):
+                            raise ValueError(
+                                f"tenants {a.tenant!r} and {b.tenant!r} overlap in their {direction}: {x!r} and {y!r}"
+                            )
 
 
 def validate_entry(entry: dict[str, Any]) -> Tenant:
@@ -140,6 +157,7 @@ class Tenants:
             if not isinstance(entries, list):
                 raise TypeError("'keys' is not a list")
             tenants = [_tenant(entry, i) for i, entry in enumerate(entries)]
+            _check_apart(tenants)
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(source, f"is not a valid keys document ({type(e).__name__}: {e})") from None
         return cls({t.key_sha256: t for t in tenants})

@@ -51,8 +51,12 @@ def verify(secret: str, msg_id: str, timestamp: str, body: str, signature_header
     return any(hmac.compare_digest(expected, g) for g in given)
 
 
-def check_url(url: str, settings: Settings, field: str = "webhook") -> None:
-    """Refuse a webhook URL the guard does not allow (see the module docstring).
+def check_url(url: str, settings: Settings, field: str = "webhook") -> list[str]:
+    """Refuse a webhook URL the guard does not allow (see the module docstring); its addresses.
+
+    Returns:
+        The addresses the host resolved to, every one checked: a delivery connects to one of
+        these, never to a second lookup's answer.
 
     Raises:
         InvalidJob: naming ``field`` and why.
@@ -74,7 +78,8 @@ def check_url(url: str, settings: Settings, field: str = "webhook") -> None:
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if _internal(ip) and not any(ip.version == net.version and ip in net for net in allowed):
-            raise InvalidJob(field, f"host {host!r} resolves to {ip}, a private or local address: refused")
+            raise InvalidJob(field, f"host {host!r} resolves to {ip}, not a public address: refused")
+    return sorted(addresses)
 
 
 def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -85,10 +90,13 @@ def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddres
 
 
 def _internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Private, loopback, link-local, multicast, reserved or unspecified (IPv4-mapped too)."""
+    """Anything but a globally reachable unicast address (IPv4-mapped ones judged as IPv4).
+
+    ``is_global`` is the test, not a list of private ranges: it also refuses shared address space
+    (100.64.0.0/10, where cloud metadata services such as Alibaba's 100.100.100.200 live),
+    benchmarking and documentation ranges, and whatever IANA adds as not global.
+    """
     mapped = getattr(ip, "ipv4_mapped", None)
     if mapped is not None:
         ip = mapped
-    return bool(
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-    )
+    return not ip.is_global or ip.is_multicast

@@ -36,7 +36,14 @@ def connect(url: str, timeout_s: float = 10.0) -> Any:
 
 
 def errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean Redis is (for now) unreachable: worth waiting out."""
-    import redis
+    """The exceptions that mean Redis cannot take the command for now: worth waiting out.
 
-    return (redis.ConnectionError, redis.TimeoutError)
+    Unreachable, timed out or loading; ``READONLY`` (a replica: during a failover the old primary
+    answers so until it is told who leads); ``OOM`` (full under ``noeviction``: a write refused
+    whole until memory is freed). Each refuses the command entirely, so trying again is safe where
+    the first try was.
+    """
+    import redis
+    from redis.exceptions import OutOfMemoryError, ReadOnlyError
+
+    return (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OutOfMemoryError)

@@ -26,6 +26,12 @@ key                         type   written by                              bound
 ``stylequeue:idem:<t>:<k>`` string the API: an Idempotency-Key's job       24 hours
 ``stylequeue:rate:<t>``     hash   the API: a tenant's rate-limit bucket   a minute idle
 ``stylequeue:webhooks``     hash   the notifier: deliveries made, failed   counters (two fields)
+``stylequeue:webhooks:due`` zset   the notifier: event id → next attempt   one per event being delivered;
+                                   (epoch s), or a claim's expiry          removed when it ends
+``stylequeue:webhooks:pending`` hash the notifier: event id → delivery     the same events
+                                   and attempts made
+``stylequeue:webhook:done:<e>`` string the notifier: the event ended       ``STYLEQUEUE_WEBHOOK_RETRY_FOR_S``
+                                   (a late copy of it starts nothing)      + 1 hour
 ``stylequeue:sent:<uuid>``  string the client, per batch sent: whether a   5 minutes
                                    batch whose reply was lost went through
 =========================== ====== ======================================= =====================================
@@ -62,6 +68,9 @@ IDEMPOTENCY = "stylequeue:idem:{}:{}"
 RATE = "stylequeue:rate:{}"
 #: Webhook deliveries: counters ``delivered``, ``failed`` (hash).
 WEBHOOKS = "stylequeue:webhooks"
+WEBHOOKS_DUE = "stylequeue:webhooks:due"
+WEBHOOKS_PENDING = "stylequeue:webhooks:pending"
+WEBHOOK_DONE = "stylequeue:webhook:done:{}"
 CLAIM = "stylequeue:claim:{}"
 SENT = "stylequeue:sent:{}"
 

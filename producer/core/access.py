@@ -19,14 +19,33 @@ from producer.core.settings import Settings
 
 
 def admits(entries: tuple[str, ...], ref: ObjectRef) -> bool:
-    """Whether an allowlist admits ``ref`` (an empty list admits everything)."""
+    """Whether an allowlist admits ``ref`` (an empty list admits everything).
+
+    Entries match by path segment: ``photos/acme/`` (or ``photos/acme``) admits
+    ``photos/acme/x.png``, never ``photos/acme-corp/x.png``.
+    """
     if not entries:
         return True
     for entry in entries:
         bucket, _, prefix = entry.partition("/")
-        if ref.bucket == bucket and ref.key.startswith(prefix):
+        if ref.bucket == bucket and ref.key.startswith(folder(prefix)):
             return True
     return False
+
+
+def folder(prefix: str) -> str:
+    """A key prefix as the folder it names: ``""`` (the whole bucket) or ending in ``/``."""
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether two allowlist entries admit some object in common (one folder holds the other)."""
+    bucket_a, _, prefix_a = a.partition("/")
+    bucket_b, _, prefix_b = b.partition("/")
+    if bucket_a != bucket_b:
+        return False
+    fa, fb = folder(prefix_a), folder(prefix_b)
+    return fa.startswith(fb) or fb.startswith(fa)
 
 
 def check_read(settings: Settings, ref: ObjectRef, field: str) -> None:

@@ -276,13 +276,14 @@ class Job:
 
         Args:
             max_size_px: Longest output side allowed.
-            max_iterations: Most iterations allowed.
+            max_iterations: Most iterations allowed, every level's counted.
             max_pixels: Most pixels of any image processed: the output and each style image at
                 its processed size (output area × ``style_scale``²), counted for the worst case
                 (a square output) since the content's aspect ratio is not known yet.
 
         Raises:
-            InvalidJob: naming ``params.size``, ``params.iterations`` or ``params.style_scale``.
+            InvalidJob: naming ``params.size``, ``params.iterations``, ``params.scales``,
+                ``params.scale_iterations`` or ``params.style_scale``.
         """
         size = self.params.size
         longest = size if isinstance(size, int) else max(size)
@@ -291,6 +292,13 @@ class Job:
         if self.params.iterations > max_iterations:
             raise InvalidJob(
                 "params.iterations", f"{self.params.iterations} is over this deployment's limit of {max_iterations}"
+            )
+        if self.params.most_iterations > max_iterations:  # the coarser levels count too
+            field = "params.scale_iterations" if self.params.scale_iterations else "params.scales"
+            raise InvalidJob(
+                field,
+                f"{self.params.scales} levels run up to {self.params.most_iterations} iterations in all, over this "
+                f"deployment's limit of {max_iterations} (STYLEQUEUE_MAX_ITERATIONS)",
             )
         if max_pixels is None:
             return

@@ -249,6 +249,11 @@ class Params:
         kwargs = {name: _coerce(f"{prefix}.{name}", known[name], value) for name, value in data.items()}
         return cls(**kwargs)
 
+    @property
+    def most_iterations(self) -> int:
+        """The most L-BFGS iterations the job can run: the output level's plus every coarser level's."""
+        return self.iterations + (self.scales - 1) * (self.scale_iterations or self.iterations)
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (tuples become lists) that :meth:`from_dict` accepts."""
         values = self.__dict__.get("_values")

@@ -50,3 +50,35 @@ def test_the_old_single_list_still_covers_both() -> None:
     legacy = Settings(allowed_buckets=("photos",))
     check_read(legacy, ObjectRef("photos", "a.png"), "content")
     check_write(legacy, ObjectRef("photos", "out.png"))
+
+
+def test_entries_match_by_path_segment_not_by_string_prefix() -> None:
+    for entry in ("photos/acme/", "photos/acme"):
+        assert admits((entry,), ObjectRef("photos", "acme/x.png"))
+        assert not admits((entry,), ObjectRef("photos", "acme-corp/x.png"))
+        assert not admits((entry,), ObjectRef("photos", "acme"))
+
+
+def test_a_keys_document_with_unfinished_prefixes_or_overlapping_tenants_is_refused() -> None:
+    import json
+
+    import pytest
+
+    from producer.core.errors import ConfigError
+    from producer.core.settings import Settings
+    from producer.tenants import Tenants, hash_key
+
+    def keys(*entries: dict) -> Settings:
+        return Settings(api_keys=json.dumps({"keys": list(entries)}))
+
+    def tenant(name: str, inputs: list[str], outputs: list[str]) -> dict:
+        return {"tenant": name, "key_sha256": hash_key(name), "input": inputs, "output": outputs}
+
+    with pytest.raises(ConfigError, match=r"keys\[0\].input\[0\] 'photos/acme' must end with '/'"):
+        Tenants.load(keys(tenant("acme", ["photos/acme"], ["out/acme/"])))
+    with pytest.raises(ConfigError, match="tenants 'acme' and 'globex' overlap in their output"):
+        Tenants.load(keys(tenant("acme", ["in/acme/"], ["out/"]), tenant("globex", ["in/globex/"], ["out/globex/"])))
+    apart = Tenants.load(
+        keys(tenant("acme", ["in/acme/"], ["out/acme/"]), tenant("acme-corp", ["in/acme-corp/"], ["out/acme-corp/"]))
+    )
+    assert len(apart.by_hash) == 2  # acme/ and acme-corp/ are different folders

@@ -121,3 +121,16 @@ def test_message_size_limit() -> None:
     check_message_size(message, 10_000)
     with pytest.raises(InvalidJob, match="bytes is over the limit of 100 .STYLEQUEUE_MAX_MESSAGE_BYTES."):
         check_message_size(message, 100)
+
+
+def test_the_iteration_limit_counts_every_level() -> None:
+    """``scales`` × ``scale_iterations`` counts too: 10 + 7 × 100,000 is not 10."""
+    base = {"content": "s3://photos/c.png", "style": "s3://photos/s.png", "output": "s3://results/o/", "job_id": "j"}
+    job = Job.from_message({**base, "params": {"iterations": 10, "scales": 8, "scale_iterations": 100_000}})
+    assert job.params.most_iterations == 700_010
+    with pytest.raises(InvalidJob, match=r"params.scale_iterations: 8 levels run up to 700010 iterations"):
+        job.check_limits(2048, 2000)
+    plain = Job.from_message({**base, "params": {"iterations": 500, "scales": 5}})  # coarse levels default to 500
+    with pytest.raises(InvalidJob, match=r"params.scales: 5 levels run up to 2500"):
+        plain.check_limits(2048, 2000)
+    Job.from_message({**base, "params": {"iterations": 500, "scales": 4}}).check_limits(2048, 2000)

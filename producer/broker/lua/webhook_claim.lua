@@ -1,0 +1,18 @@
+-- producer/notifier.py: claim up to ARGV[3] due events for one attempt each: their due time moves to
+-- the claim's expiry, so no other notifier takes them meanwhile and a notifier that dies
+-- mid-attempt leaves them due again after it.
+-- KEYS: due zset, pending hash. ARGV: now (epoch s), claim expiry (epoch s), most to claim.
+-- Returns event id, delivery JSON, event id, delivery JSON, ...
+local ids = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local delivery = redis.call('hget', KEYS[2], id)
+  if delivery then
+    redis.call('zadd', KEYS[1], ARGV[2], id)
+    table.insert(out, id)
+    table.insert(out, delivery)
+  else
+    redis.call('zrem', KEYS[1], id)
+  end
+end
+return out

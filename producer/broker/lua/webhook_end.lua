@@ -1,0 +1,7 @@
+-- producer/notifier.py: the event's delivery ended (delivered, or given up): it leaves the schedule
+-- and a marker keeps late copies of its message from starting it again.
+-- KEYS: due zset, pending hash, done marker. ARGV: event id, outcome, marker TTL (s).
+redis.call('zrem', KEYS[1], ARGV[1])
+local was = redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('set', KEYS[3], ARGV[2], 'EX', ARGV[3])
+return was

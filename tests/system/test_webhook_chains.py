@@ -1,0 +1,173 @@
+"""Each webhook event is delivered by one chain of attempts, whatever else consumes the same Redis
+and however long the receiver is down: the sequence that multiplied retries (issue 16, point 1;
+before the fix, the first test saw 7 attempts of one event, two of them at the same instant).
+
+Real processes: a redis-server of the test's own, ``stylequeue notifier``, a second Celery consumer
+on the same Redis whose visibility timeout (2 s) is shorter than the waits between attempts, and a
+receiver that is not ours and fails the first attempts of each event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.processes import ServiceProcess
+from support.waiting import wait_for
+from support.webhooks import WebhookReceiver
+
+from producer import broker
+from producer.broker import keys, wire
+from producer.broker.events import WEBHOOK_TASK, Delivery
+from producer.devstack import RedisServer, stop_group
+from producer.tenants import Tenant, hash_key
+from producer.webhooks import new_secret
+
+pytestmark = pytest.mark.slow
+
+SECRET = new_secret()
+QUEUE = "stylequeue-webhooks-chains"
+BACKOFF_S = 2.0  # waits of 2, 4, 8, 16 s between attempts: longer than the bystander's 2 s and its restores
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver({"acme": SECRET})
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def notifier(redis_server: RedisServer, tmp_path: Path) -> Iterator[ServiceProcess]:
+    tenant = Tenant("acme", hash_key("sq_chains"), ("inputs/acme/",), ("outputs/acme/",), webhook_secret=SECRET)
+    env = {
+        "STYLEQUEUE_BROKER_URL": redis_server.url,
+        "STYLEQUEUE_WEBHOOK_QUEUE": QUEUE,
+        "STYLEQUEUE_API_KEYS_FILE": "",
+        "STYLEQUEUE_API_KEYS": json.dumps({"keys": [tenant.to_dict()]}),
+        "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "1",
+        "STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+        "STYLEQUEUE_WEBHOOK_BACKOFF_S": str(BACKOFF_S),
+        "STYLEQUEUE_WEBHOOK_RETRY_FOR_S": "120",
+        "STYLEQUEUE_WEBHOOK_TIMEOUT_S": "2",
+    }
+    proc = ServiceProcess(["notifier", "-c", "4", "-n", "chains@%h"], env, tmp_path / "notifier.log")
+    wait_for(lambda: proc.alive() and "ready" in proc.log(), 60, "the notifier to start")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def bystander(redis_server: RedisServer, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = open(tmp_path / "bystander.log", "wb")  # noqa: SIM115 - closed below
+    env = {
+        **os.environ,
+        "BYSTANDER_BROKER_URL": redis_server.url,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "support.bystander", "worker", "-c", "1", "-l", "INFO", "-n", "by@%h"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_for(lambda: b"ready" in (tmp_path / "bystander.log").read_bytes(), 60, "the bystander to start")
+    yield proc
+    stop_group(proc, 20)
+    log.close()
+
+
+def send(redis: Any, delivery: Delivery) -> None:
+    """Queue a delivery's message as the events publisher does (one copy per call)."""
+    e = wire.envelope(
+        f"webhook-{delivery.event_id}-{uuid.uuid4().hex[:8]}", delivery.to_dict(), QUEUE, 0, task=WEBHOOK_TASK
+    )
+    redis.lpush(e.list_name, e.payload)
+
+
+def delivery(receiver: WebhookReceiver, path: str) -> Delivery:
+    event = f"evt-{uuid.uuid4().hex[:12]}"
+    body = json.dumps({"id": event, "type": "job.completed", "data": {"id": "acme.job"}})
+    return Delivery(event, receiver.url(path), "acme", "acme.job", body, time.time())
+
+
+def test_a_receiver_down_longer_than_a_neighbours_visibility_timeout_gets_one_chain(
+    redis_server, receiver, notifier, bystander
+) -> None:
+    redis = broker.connect(redis_server.url)
+    failing = 4  # attempts refused: down for 2 + 4 + 8 + 16 = 30 s, 15x the bystander's timeout
+    events = [delivery(receiver, f"/flaky/{failing}") for _ in range(3)]
+    for d in events:
+        send(redis, d)
+    send(redis, events[0])  # a second copy of one event's message: still one chain
+    wait_for(lambda: all(d.event_id in receiver.processed for d in events), 90, "every event delivered")
+    time.sleep(1.2 * BACKOFF_S * 2 ** (failing - 1))  # what a copied chain would still send afterwards
+    for d in events:
+        times = [a["at"] for a in receiver.attempts if a["id"] == d.event_id]
+        assert len(times) == failing + 1, (d.event_id, times)  # one chain: N refusals, then the delivery
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert all(gap >= 0.8 * BACKOFF_S * 2**i for i, gap in enumerate(gaps)), gaps  # never two at once
+    assert receiver.bad_signatures == 0
+    assert redis.zcard(keys.WEBHOOKS_DUE) == 0 and redis.hlen(keys.WEBHOOKS_PENDING) == 0
+    counts = {k.decode(): int(v) for k, v in redis.hgetall(keys.WEBHOOKS).items()}
+    assert counts == {"delivered": 3, "attempts_failed": 3 * failing}, counts
+
+
+def test_a_late_copy_of_a_delivered_event_starts_nothing(redis_server, receiver, notifier) -> None:
+    redis = broker.connect(redis_server.url)
+    d = delivery(receiver, "/ok")
+    send(redis, d)
+    wait_for(lambda: d.event_id in receiver.processed, 60, "the delivery")
+    send(redis, d)  # kombu's restore, or a second publish, long after
+    marker = delivery(receiver, "/ok")
+    send(redis, marker)
+    wait_for(lambda: marker.event_id in receiver.processed, 60, "a later event, delivered after the copy")
+    time.sleep(1)
+    assert receiver.tries(d.event_id) == 1
+
+
+def test_a_claim_nobody_finishes_is_due_again_once_it_expires(redis_server, receiver, tmp_path) -> None:
+    """The claim is a lease: the state a notifier killed mid-attempt leaves (a claim that nobody
+    ends) makes the event due again at the claim's expiry, and another notifier delivers it once."""
+    import signal
+
+    from producer import notifier as module
+
+    redis = broker.connect(redis_server.url)
+    d = delivery(receiver, "/ok")
+    assert module.schedule(redis, d)
+    claim = module.scripts.load("producer.broker", "webhook_claim")
+    got = claim(redis, 2, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, time.time(), time.time() + 2, 10)
+    assert got[0].decode() == d.event_id  # claimed, for 2 s, by a "notifier" that never ends it
+    tenant = Tenant("acme", hash_key("sq_chains"), ("inputs/acme/",), ("outputs/acme/",), webhook_secret=SECRET)
+    env = {
+        "STYLEQUEUE_BROKER_URL": redis_server.url,
+        "STYLEQUEUE_WEBHOOK_QUEUE": QUEUE,
+        "STYLEQUEUE_API_KEYS_FILE": "",
+        "STYLEQUEUE_API_KEYS": json.dumps({"keys": [tenant.to_dict()]}),
+        "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "1",
+        "STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+    }
+    proc = ServiceProcess(["notifier", "-c", "2", "-n", "heir@%h"], env, tmp_path / "heir.log")
+    try:
+        wait_for(lambda: d.event_id in receiver.processed, 60, "the next notifier to deliver it after the claim")
+        assert receiver.tries(d.event_id) == 1
+    finally:
+        os.killpg(proc.proc.pid, signal.SIGKILL)
+        proc.proc.wait()
