@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check producer worker tests benchmarks deploy
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/mkdocs build --strict --site-dir $(VENV)/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(VENV)/site
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py

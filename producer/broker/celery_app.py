@@ -7,7 +7,7 @@ Settings that matter to long GPU jobs, and why:
 * ``worker_prefetch_multiplier = 1``: a busy GPU worker does not hoard queued jobs.
 * JSON only (``accept_content``, ``result_accept_content``): no pickle is ever deserialized.
 * ``visibility_timeout`` > hard time limit: kombu's own redelivery is the last resort only; the
-  lease-aware sweep (:mod:`worker.runtime.recovery`) recovers a dead worker's job within the lease TTL
+  lease-aware sweep (:mod:`worker.runtime.recovery`) recovers a dead worker's job within twice the lease TTL
   and keeps a running job's message from being redelivered, however long the job runs.
 * A running job is *not* cancelled when the broker connection drops: its lease decides whether
   it is still the job's owner, and a short blip costs nothing.

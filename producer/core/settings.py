@@ -162,7 +162,7 @@ class Settings:
         """Seconds before kombu itself redelivers an unacked job: by default 10 minutes past the hard limit.
 
         It is the last resort only: the sweep hands a job whose worker is gone to another one
-        within the lease TTL plus a sweep interval, and keeps a running job's message from being
+        within twice the lease TTL plus a sweep interval, and keeps a running job's message from being
         redelivered however long the job runs.
         """
         return self.visibility_timeout_s or self.hard_time_limit_s + 600
