@@ -90,10 +90,16 @@ def _redis() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def _secrets() -> dict[str, str]:
-    from producer.tenants import Tenants
+def _keys() -> Any:
+    from producer.tenants import KeysSource
 
-    return {t.tenant: t.webhook_secret for t in Tenants.load(_settings()).by_hash.values() if t.webhook_secret}
+    return KeysSource(_settings())
+
+
+def _secret(tenant: str) -> str | None:
+    """The tenant's signing secret as the keys file says now (a tenant added later signs too)."""
+    found = _keys().current().named(tenant)
+    return found.webhook_secret if found is not None and found.webhook_secret else None
 
 
 app = Celery("stylequeue-notifier")
@@ -202,7 +208,7 @@ def schedule(redis: Any, delivery: Delivery, at: float | None = None) -> bool:
 
 def attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int) -> None:
     """One attempt at a claimed event, then its end or its next due time."""
-    secret = _secrets().get(delivery.tenant)
+    secret = _secret(delivery.tenant)
     if secret is None:
         _end(redis, settings, delivery, "failed", f"tenant {delivery.tenant!r} has no webhook_secret")
         return

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -57,6 +60,8 @@ class Tenant:
         """The JSON entry ops keep."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -171,6 +176,55 @@ class Tenants:
     def named(self, name: str) -> Tenant | None:
         """The tenant called ``name`` (for the notifier's signing secret)."""
         return next((t for t in self.by_hash.values() if t.tenant == name), None)
+
+
+class KeysSource:
+    """The keys document as it is now: reloaded when its file changes, without a restart.
+
+    ``STYLEQUEUE_API_KEYS_FILE`` is looked at (one ``stat``) at most every ``check_s`` seconds; a
+    changed file is read again, so a revoked key stops working and a new tenant's key (and its
+    webhook secret) starts within about that long on every replica and notifier. A changed file
+    that does not parse is refused with an error in the log, and the keys in force stay. Keys
+    given inline (``STYLEQUEUE_API_KEYS``) are read once.
+
+    Raises:
+        ConfigError: from the constructor, when the document in force at start is wrong.
+    """
+
+    def __init__(self, settings: Settings, check_s: float = 1.0) -> None:
+        self.settings = settings
+        self.check_s = check_s
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._tenants = Tenants.load(settings)
+        self._checked = time.monotonic()
+
+    def current(self) -> Tenants:
+        """The tenants in force (reloading first if the file changed)."""
+        if not self.settings.api_keys_file or time.monotonic() - self._checked < self.check_s:
+            return self._tenants
+        with self._lock:
+            self._checked = time.monotonic()
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._tenants = Tenants.load(self.settings)
+                    log.info(
+                        "keys reloaded from %s: %d tenants", self.settings.api_keys_file, len(self._tenants.by_hash)
+                    )
+                except ConfigError as e:
+                    log.error("the keys file changed but is not valid; the keys in force stay: %s", e)
+        return self._tenants
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        if not self.settings.api_keys_file:
+            return None
+        try:
+            st = os.stat(self.settings.api_keys_file)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def take_token(redis: Any, tenant: Tenant) -> float:

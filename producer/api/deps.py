@@ -19,7 +19,7 @@ from producer.api.metrics import ApiMetrics
 from producer.broker.events import Announcer
 from producer.client import Client
 from producer.core.settings import Settings
-from producer.tenants import Tenant, Tenants, take_token
+from producer.tenants import KeysSource, Tenant, take_token
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Services:
 
     Attributes:
         settings: The deployment settings.
-        tenants: The API keys and their limits.
+        keys: The API keys and their limits, as the keys file says now.
         client: The job client (its publish retry is short: a caller retries a 503 better).
         redis: The broker's Redis.
         announcer: Publishes job events.
@@ -37,7 +37,7 @@ class Services:
     """
 
     settings: Settings
-    tenants: Tenants
+    keys: KeysSource
     client: Client
     redis: Any
     announcer: Announcer
@@ -51,11 +51,11 @@ class Services:
         Raises:
             ConfigError: the keys document (``STYLEQUEUE_API_KEYS_FILE``/``_KEYS``) is wrong.
         """
-        tenants = Tenants.load(settings)
+        keys = KeysSource(settings)
         client = Client(settings, publish_retry_s=2.0)
         redis = client.redis
         views = resources.Views(settings, redis, broker.connect(settings.backend_url, timeout_s=2.0))
-        return cls(settings, tenants, client, redis, Announcer(redis, settings), views, ApiMetrics(redis))
+        return cls(settings, keys, client, redis, Announcer(redis, settings), views, ApiMetrics(redis))
 
 
 def services(request: Request) -> Services:
@@ -71,7 +71,7 @@ def current_tenant(request: Request) -> Tenant:
         ApiError: 401 without a valid key, 429 over the tenant's rate (with ``Retry-After``).
     """
     s = services(request)
-    tenant = s.tenants.authenticate(request.headers.get("authorization"))
+    tenant = s.keys.current().authenticate(request.headers.get("authorization"))
     if tenant is None:
         raise ApiError(
             401,

@@ -32,8 +32,10 @@ from producer.webhooks import check_url
 
 #: Fields the API reads besides the job contract's.
 API_FIELDS = ("webhook", "webhook_events", "priority")
-#: How long an Idempotency-Key is remembered (s).
-IDEMPOTENCY_TTL_S = 24 * 3600
+#: How long a request's claim on its job id lasts while it queues the job (s). The job's record
+#: (written with the job, kept ``STYLEQUEUE_RESULT_EXPIRES_S``) answers retries after that; the
+#: claim only keeps two concurrent requests apart, and one left by a crashed replica ends soon.
+CLAIM_TTL_S = 60
 # Write the same fields into many job records, each with its TTL: one command for a whole batch.
 _RECORDS = scripts.load("producer.broker", "api_records")
 

@@ -23,7 +23,8 @@ key                         type   written by                              bound
 ``stylequeue:tenant:<t>:*`` zset   the API: a tenant's jobs, in flight     the result expiry, and capped
 ``stylequeue:batch:<b>``    hash   the API: a batch and its counts         ``STYLEQUEUE_RESULT_EXPIRES_S``
 ``stylequeue:batch:<b>:jobs`` zset the API: a batch's jobs                 ``STYLEQUEUE_RESULT_EXPIRES_S``
-``stylequeue:idem:<t>:<k>`` string the API: an Idempotency-Key's job       24 hours
+``stylequeue:idem:<t>:<k>`` string the API: a request queueing this job   60 s (then the job's record
+                                   id (two concurrent ones kept apart)     answers retries)
 ``stylequeue:rate:<t>``     hash   the API: a tenant's rate-limit bucket   a minute idle
 ``stylequeue:webhooks``     hash   the notifier: deliveries made, failed   counters (two fields)
 ``stylequeue:webhooks:due`` zset   the notifier: event id → next attempt   one per event being delivered;

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +219,33 @@ def test_idempotency_key_and_client_job_id_return_the_same_job(api, tenants, ima
         assert listed.count(first.json()["id"]) == 1 and listed.count(f"acme.{mine}") == 1
 
 
+def test_a_retry_after_the_claim_expired_or_a_replica_crashed_never_queues_twice(
+    api, tenants, images, redis_client
+) -> None:
+    """The job's record (kept for the result expiry) answers a retry, not the request's claim: a
+    claim gone (expired) replays the job; a claim left by a crashed replica answers 409 for at
+    most a minute (``CLAIM_TTL_S``), with Retry-After, and is never a day-long lock."""
+    from producer.api.submission import CLAIM_TTL_S
+    from producer.broker import keys
+
+    with http(api, tenants) as c:
+        mine = f"order-{uuid.uuid4().hex[:8]}"
+        first = c.post("/v1/jobs", json=job(job_id=mine))
+        until(c, first.json()["id"], "SUCCESS")
+        for claim in redis_client.scan_iter(f"stylequeue:idem:acme:*{mine}"):
+            redis_client.delete(claim)  # the claim expired; the record stays
+        again = c.post("/v1/jobs", json=job(job_id=mine))
+        assert again.status_code == 200 and again.json()["state"] == "SUCCESS"
+        # not queued again: it would be back among the tenant's jobs in flight (a slot leaked for good)
+        assert redis_client.zscore(keys.TENANT_INFLIGHT.format("acme"), first.json()["id"]) is None
+
+        crashed = f"order-{uuid.uuid4().hex[:8]}"
+        redis_client.set(keys.IDEMPOTENCY.format("acme", f"acme.{crashed}"), "1", ex=CLAIM_TTL_S)
+        busy = c.post("/v1/jobs", json=job(job_id=crashed))
+        assert busy.status_code == 409 and busy.headers["retry-after"] == "5" and CLAIM_TTL_S <= 60
+        assert 0 < redis_client.ttl(keys.IDEMPOTENCY.format("acme", f"acme.{crashed}")) <= 60
+
+
 def test_cancel_returns_the_state_after_the_request(api, tenants, images) -> None:
     with http(api, tenants) as c:
         running = c.post("/v1/jobs", json=job(iterations=2000)).json()["id"]
@@ -325,6 +353,44 @@ def test_no_key_or_a_wrong_key_is_401(api, tenants) -> None:
         r = c.post("/v1/jobs", json=job())
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert c.get("/v1/jobs", headers={"Authorization": "Bearer sq_not-a-key"}).status_code == 401
+
+
+def test_the_keys_file_is_reloaded_revoked_keys_stop_new_ones_start(api_env, worker, tmp_path) -> None:
+    """Ops edit the keys file of a running API: no restart. A broken edit keeps the keys in force."""
+    path = tmp_path / "keys.json"
+
+    def create(name: str) -> str:
+        flags = ["--tenant", name, "--input", f"inputs/{name}/", "--output", f"outputs/{name}/", "--add-to", str(path)]
+        out = subprocess.run(
+            [*CLI, "keys", "create", *flags],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return out.split("\n", 1)[0].strip()
+
+    keep, gone = create("keep"), create("gone")
+    port = free_port()
+    server = start_api({**api_env, "STYLEQUEUE_API_KEYS_FILE": str(path)}, tmp_path / "api.log", port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+
+            def status(key: str) -> int:
+                return c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code
+
+            assert status(keep) == 200 and status(gone) == 200
+            document = json.loads(path.read_text())
+            document["keys"] = [e for e in document["keys"] if e["tenant"] != "gone"]
+            path.write_text(json.dumps(document))
+            wait_for(lambda: status(gone) == 401, 10, "the revoked key refused")
+            late = create("late")
+            wait_for(lambda: status(late) == 200, 10, "the new tenant's key accepted")
+            path.write_text("{not json")
+            time.sleep(2)  # past the reload check: the broken file is refused, the keys in force stay
+            assert status(keep) == 200 and status(late) == 200 and status(gone) == 401
+            assert "not valid; the keys in force stay" in server.log()
+    finally:
+        server.stop()
 
 
 def test_outside_the_tenants_buckets_or_priority_is_403(api, tenants, redis_client) -> None:

@@ -171,3 +171,39 @@ def test_a_claim_nobody_finishes_is_due_again_once_it_expires(redis_server, rece
     finally:
         os.killpg(proc.proc.pid, signal.SIGKILL)
         proc.proc.wait()
+
+
+def test_a_tenant_added_to_the_keys_file_later_gets_its_webhooks_signed(redis_server, tmp_path) -> None:
+    """The notifier reads the keys file again when it changes: a new tenant's secret signs at once."""
+    first = Tenant("acme", hash_key("sq_a"), ("inputs/acme/",), ("outputs/acme/",), webhook_secret=SECRET)
+    later_secret = new_secret()
+    later = Tenant(
+        "initech", hash_key("sq_i"), ("inputs/initech/",), ("outputs/initech/",), webhook_secret=later_secret
+    )
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [first.to_dict()]}))
+    receiver = WebhookReceiver({"initech": later_secret})
+    env = {
+        "STYLEQUEUE_BROKER_URL": redis_server.url,
+        "STYLEQUEUE_WEBHOOK_QUEUE": QUEUE,
+        "STYLEQUEUE_API_KEYS_FILE": str(path),
+        "STYLEQUEUE_API_KEYS": "",
+        "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "1",
+        "STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+    }
+    proc = ServiceProcess(["notifier", "-c", "2", "-n", "keys@%h"], env, tmp_path / "keys-notifier.log")
+    try:
+        wait_for(lambda: proc.alive() and "ready" in proc.log(), 60, "the notifier to start")
+        path.write_text(json.dumps({"keys": [first.to_dict(), later.to_dict()]}))  # after it started
+        time.sleep(1.5)  # past the reload check
+        event = f"evt-{uuid.uuid4().hex[:12]}"
+        body = json.dumps({"id": event, "type": "job.completed", "data": {"id": "initech.job"}})
+        send(
+            broker.connect(redis_server.url),
+            Delivery(event, receiver.url("/ok"), "initech", "initech.job", body, time.time()),
+        )
+        wait_for(lambda: event in receiver.processed, 60, "the new tenant's webhook, signed with its secret")
+        assert receiver.processed[event]["signer"] == "initech" and receiver.bad_signatures == 0
+    finally:
+        proc.stop()
+        receiver.stop()

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from producer.core import access, formats
 from producer.core.contract import Job, ObjectRef
-from producer.core.errors import InvalidJob, StoreUnavailable, WriteConflict
+from producer.core.errors import InvalidJob, JobCancelled, StoreUnavailable, WriteConflict
 from producer.core.retrying import patiently
 from producer.core.states import JobResult
 from worker.nst import budget, images, tiling
@@ -88,16 +88,20 @@ def run(
         lease,
     )
     saved = one.resumable(one.patient(checkpoints.load, "reading the checkpoint"), plan)
-    outcome = rt.engine.transfer(
-        content,
-        styles,
-        job.params,
-        style_blend=job.style_weights,
-        callback=on_progress,
-        on_state=checkpoints.maybe_save,
-        resume=saved,
-        start=started,
-    )
+    try:
+        outcome = rt.engine.transfer(
+            content,
+            styles,
+            job.params,
+            style_blend=job.style_weights,
+            callback=on_progress,
+            on_state=checkpoints.maybe_save,
+            resume=saved,
+            start=started,
+        )
+    except JobCancelled:
+        checkpoints.delete()  # a cancelled job never resumes: its checkpoint would only be left behind
+        raise
     data = images.encode(outcome.image, one.fmt.name)
     result = one.result(outcome, len(data), saved.iteration if saved is not None else 0, time.perf_counter() - started)
     result = one.patient(lambda: one.upload(data, result, existing), "writing the output")

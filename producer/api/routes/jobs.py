@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header
 
 from producer.api.deps import JsonBody, Services, ServicesDep, TenantDep
 from producer.api.errors import ApiError
-from producer.api.submission import IDEMPOTENCY_TTL_S, check_in_flight, created, job_body_schema, prepare, recorder
+from producer.api.submission import CLAIM_TTL_S, check_in_flight, created, job_body_schema, prepare, recorder
 from producer.broker import keys
 from producer.core.errors import InvalidJob, PartialSubmit
 from producer.tenants import Tenant
@@ -40,11 +40,19 @@ def submit(
     job_id = f"{tenant.tenant}.idem-{uuid.uuid5(uuid.NAMESPACE_URL, idem).hex}" if idem else None
     envelope, extra = prepare(s, tenant, body, "", job_id)
     job_id = envelope.job_id
+    if s.redis.exists(keys.JOB.format(job_id)):  # its record outlives any claim: never queued twice
+        return created(s, job_id, replayed=True)
     claim = keys.IDEMPOTENCY.format(tenant.tenant, job_id)
-    if not s.redis.set(claim, "1", nx=True, ex=IDEMPOTENCY_TTL_S):
+    if not s.redis.set(claim, "1", nx=True, ex=CLAIM_TTL_S):
         if s.redis.exists(keys.JOB.format(job_id)):
             return created(s, job_id, replayed=True)
-        raise ApiError(409, "InProgress", f"a request for job {job_id!r} is in progress; retry", "job_id")
+        raise ApiError(
+            409,
+            "InProgress",
+            f"a request for job {job_id!r} is in progress; retry",
+            "job_id",
+            headers={"Retry-After": "5"},
+        )
     try:
         check_in_flight(s, tenant, 1)
         s.client.push_many([envelope], on_batch=recorder(s, tenant, {job_id: extra}, None))
