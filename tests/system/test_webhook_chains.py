@@ -52,20 +52,28 @@ def receiver() -> Iterator[WebhookReceiver]:
     r.stop()
 
 
-@pytest.fixture
-def notifier(redis_server: RedisServer, tmp_path: Path) -> Iterator[ServiceProcess]:
+def notifier_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """A notifier on the test's Redis, signing for tenant acme, allowed to call the local receiver."""
     tenant = Tenant("acme", hash_key("sq_chains"), ("inputs/acme/",), ("outputs/acme/",), webhook_secret=SECRET)
-    env = {
-        "STYLEQUEUE_BROKER_URL": redis_server.url,
+    return {
+        "STYLEQUEUE_BROKER_URL": redis_url,
         "STYLEQUEUE_WEBHOOK_QUEUE": QUEUE,
         "STYLEQUEUE_API_KEYS_FILE": "",
         "STYLEQUEUE_API_KEYS": json.dumps({"keys": [tenant.to_dict()]}),
         "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "1",
         "STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
-        "STYLEQUEUE_WEBHOOK_BACKOFF_S": str(BACKOFF_S),
-        "STYLEQUEUE_WEBHOOK_RETRY_FOR_S": "120",
-        "STYLEQUEUE_WEBHOOK_TIMEOUT_S": "2",
+        **extra,
     }
+
+
+@pytest.fixture
+def notifier(redis_server: RedisServer, tmp_path: Path) -> Iterator[ServiceProcess]:
+    env = notifier_env(
+        redis_server.url,
+        STYLEQUEUE_WEBHOOK_BACKOFF_S=str(BACKOFF_S),
+        STYLEQUEUE_WEBHOOK_RETRY_FOR_S="120",
+        STYLEQUEUE_WEBHOOK_TIMEOUT_S="2",
+    )
     proc = ServiceProcess(["notifier", "-c", "4", "-n", "chains@%h"], env, tmp_path / "notifier.log")
     wait_for(lambda: proc.alive() and "ready" in proc.log(), 60, "the notifier to start")
     yield proc
@@ -155,16 +163,9 @@ def test_a_claim_nobody_finishes_is_due_again_once_it_expires(redis_server, rece
     claim = module.scripts.load("producer.broker", "webhook_claim")
     got = claim(redis, 2, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, time.time(), time.time() + 2, 10)
     assert got[0].decode() == d.event_id  # claimed, for 2 s, by a "notifier" that never ends it
-    tenant = Tenant("acme", hash_key("sq_chains"), ("inputs/acme/",), ("outputs/acme/",), webhook_secret=SECRET)
-    env = {
-        "STYLEQUEUE_BROKER_URL": redis_server.url,
-        "STYLEQUEUE_WEBHOOK_QUEUE": QUEUE,
-        "STYLEQUEUE_API_KEYS_FILE": "",
-        "STYLEQUEUE_API_KEYS": json.dumps({"keys": [tenant.to_dict()]}),
-        "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "1",
-        "STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
-    }
-    proc = ServiceProcess(["notifier", "-c", "2", "-n", "heir@%h"], env, tmp_path / "heir.log")
+    proc = ServiceProcess(
+        ["notifier", "-c", "2", "-n", "heir@%h"], notifier_env(redis_server.url), tmp_path / "heir.log"
+    )
     try:
         wait_for(lambda: d.event_id in receiver.processed, 60, "the next notifier to deliver it after the claim")
         assert receiver.tries(d.event_id) == 1
@@ -183,14 +184,7 @@ def test_a_tenant_added_to_the_keys_file_later_gets_its_webhooks_signed(redis_se
     path = tmp_path / "keys.json"
     path.write_text(json.dumps({"keys": [first.to_dict()]}))
     receiver = WebhookReceiver({"initech": later_secret})
-    env = {
-        "STYLEQUEUE_BROKER_URL": redis_server.url,
-        "STYLEQUEUE_WEBHOOK_QUEUE": QUEUE,
-        "STYLEQUEUE_API_KEYS_FILE": str(path),
-        "STYLEQUEUE_API_KEYS": "",
-        "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "1",
-        "STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
-    }
+    env = notifier_env(redis_server.url, STYLEQUEUE_API_KEYS_FILE=str(path), STYLEQUEUE_API_KEYS="")
     proc = ServiceProcess(["notifier", "-c", "2", "-n", "keys@%h"], env, tmp_path / "keys-notifier.log")
     try:
         wait_for(lambda: proc.alive() and "ready" in proc.log(), 60, "the notifier to start")
