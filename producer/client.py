@@ -141,9 +141,14 @@ class JobHandle:
         self.status()  # JobNotFound (or BrokerUnavailable) now rather than waiting forever
         down_since: float | None = None
         failures = 0
+
+        def reached() -> None:  # Redis answered: any outage is over, the next one counts afresh
+            nonlocal down_since, failures
+            down_since, failures = None, 0
+
         while True:
             try:
-                meta = self._follow(deadline, on_progress)
+                meta = self._follow(deadline, on_progress, reached)
                 break
             except unreachable() as e:
                 now = time.monotonic()
@@ -160,8 +165,6 @@ class JobHandle:
                     on_outage(now - down_since)
                 delay = backoff(failures, cap_s=2.0)
                 time.sleep(delay if deadline is None else min(delay, max(0.0, deadline - now)))
-            else:
-                down_since, failures = None, 0
         if meta is None:
             raise TimeoutError(f"job {self.id} is not done after {timeout} s")
         state, value = str(meta["status"]), meta.get("result")
@@ -170,12 +173,16 @@ class JobHandle:
         raise _failure(self.id, state, value)
 
     def _follow(
-        self, deadline: float | None, on_progress: Callable[[JobProgress], None] | None
+        self,
+        deadline: float | None,
+        on_progress: Callable[[JobProgress], None] | None,
+        reached: Callable[[], None] = lambda: None,
     ) -> dict[str, Any] | None:
         """The job's final result meta, following its updates; ``None`` once ``deadline`` passes.
 
-        Celery publishes each update on the channel named as its key. Raises what
-        :func:`unreachable` lists when Redis goes away: :meth:`wait` decides whether to go on.
+        Celery publishes each update on the channel named as its key. ``reached`` is called after
+        every answer from Redis (an outage is over). Raises what :func:`unreachable` lists when
+        Redis goes away: :meth:`wait` decides whether to go on.
         """
         backend = self.client.app.backend
         redis = self.client.backend_redis
@@ -184,6 +191,7 @@ class JobHandle:
         try:
             pubsub.subscribe(key)  # first, so that no update falls between the read and the subscription
             raw: Any = redis.get(key)
+            reached()
             looked = time.monotonic()
             while True:
                 if raw is not None:
@@ -197,9 +205,12 @@ class JobHandle:
                     return None
                 wait_s = 1.0 if deadline is None else min(1.0, deadline - now)
                 message = pubsub.get_message(timeout=wait_s)
+                if message is not None:
+                    reached()
                 raw = message["data"] if message else None
                 if raw is None and time.monotonic() - looked > _LOOK_AGAIN_S:
                     raw, looked = redis.get(key), time.monotonic()  # an update missed while away
+                    reached()
         finally:
             pubsub.close()
 

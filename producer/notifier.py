@@ -37,10 +37,13 @@ import functools
 import http.client
 import json
 import logging
+import os
 import random
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -115,12 +118,13 @@ DONE_SLACK_S = 3600.0
 MAX_ANSWER_BYTES = 65536
 
 
-def post(delivery: Delivery, secret: str, timeout_s: float, address: str) -> str | None:
-    """One attempt to ``address`` (checked by the guard): ``None`` on a 2xx answer, else what went wrong.
+def post(delivery: Delivery, secret: str, timeout_s: float, addresses: list[str]) -> str | None:
+    """One attempt, to the guard's ``addresses``: ``None`` on a 2xx answer, else what went wrong.
 
-    The connection goes to ``address``; the URL's host name is still the ``Host`` header, the TLS
-    server name and what the certificate must name. The attempt ends by ``timeout_s``, whatever
-    the receiver does.
+    The connection goes to the first of ``addresses`` that accepts it (in the resolver's order);
+    the URL's host name is still the ``Host`` header, the TLS server name and what the certificate
+    must name. The attempt ends by ``timeout_s``, whatever the receiver does: connecting, the TLS
+    handshake and every read and write are cut at that deadline.
     """
     parts = urlsplit(delivery.url)
     host = parts.hostname or ""
@@ -140,33 +144,81 @@ def post(delivery: Delivery, secret: str, timeout_s: float, address: str) -> str
         conn = http.client.HTTPSConnection(host, port, timeout=timeout_s)
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
-
-    def pinned(addr: Any, timeout: Any = None, source: Any = None) -> socket.socket:
-        return socket.create_connection((address, addr[1]), timeout, source)
-
-    conn._create_connection = pinned  # type: ignore[attr-defined]  # to the checked address only
-    deadline = threading.Timer(timeout_s, _cut, (conn,))
-    deadline.start()
+    guard = _Deadline(time.monotonic() + timeout_s)
+    conn._create_connection = guard.connector(addresses)  # type: ignore[attr-defined]  # checked addresses only
+    timer = threading.Timer(timeout_s, guard.cut)
+    timer.start()
     try:
         conn.request("POST", path, body=delivery.body.encode(), headers=headers)
         answer = conn.getresponse()
         answer.read(MAX_ANSWER_BYTES)
         status = answer.status
     except (OSError, http.client.HTTPException, ValueError) as e:  # refused, reset, timed out, TLS, cut
-        log.warning("webhook %s to %s (%s): %s: %s", delivery.event_id, delivery.url, address, type(e).__name__, e)
+        log.warning("webhook %s to %s (%s): %s: %s", delivery.event_id, delivery.url, addresses, type(e).__name__, e)
         return "no answer (connection failed, timed out or cut at the deadline)"
     finally:
-        deadline.cancel()
-        conn.close()
+        timer.cancel()
+        guard.close(conn)
     return None if 200 <= status < 300 else f"HTTP {status}"
 
 
-def _cut(conn: http.client.HTTPConnection) -> None:
-    """The attempt's deadline: end the connection, which ends any read or write on it."""
-    sock = conn.sock
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+class _Deadline:
+    """One attempt's deadline over the socket it dials, wherever the attempt is (connect, TLS, reads).
+
+    The timer shuts the connection's socket down through a duplicate of its descriptor (the TLS
+    wrapper takes the socket object over), under a lock with the close, so it never touches a
+    descriptor the system has reused.
+    """
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._done = False
+
+    def connector(self, addresses: list[str]) -> Callable[..., socket.socket]:
+        """A ``create_connection`` that dials ``addresses`` in turn within the deadline."""
+
+        def connect(addr: Any, timeout: Any = None, source: Any = None) -> socket.socket:
+            error: OSError = OSError("no address to connect to")
+            for address in addresses:
+                left = self.at - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    sock = socket.create_connection((address, addr[1]), left, source)
+                except OSError as e:
+                    error = e
+                    continue
+                with self._lock:
+                    if self._done:
+                        sock.close()
+                        raise TimeoutError("the attempt's deadline passed")
+                    self._fd = sock.fileno()
+                return sock
+            raise error
+
+        return connect
+
+    def cut(self) -> None:
+        """The deadline: end whatever the connection is doing."""
+        with self._lock:
+            self._done = True
+            if self._fd is None:
+                return
+            with contextlib.suppress(OSError):
+                dup = socket.socket(fileno=os.dup(self._fd))
+                try:
+                    dup.shutdown(socket.SHUT_RDWR)
+                finally:
+                    dup.close()
+
+    def close(self, conn: http.client.HTTPConnection) -> None:
+        """Close the connection; the deadline can no longer touch its descriptor."""
+        with self._lock:
+            self._done = True
+            conn.close()
+            self._fd = None
 
 
 def backoff_s(attempt: int, first_s: float) -> float:
@@ -185,7 +237,7 @@ def _count(delivery: Delivery, outcome: str, error: str | None = None) -> None:
     pipe.execute()
 
 
-@app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True)
+@app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def deliver(self: Any, message: Any) -> None:
     """Take one event into the schedule, once per event id (see the module docstring)."""
     try:
@@ -193,7 +245,12 @@ def deliver(self: Any, message: Any) -> None:
     except ValueError as e:
         log.error("dropped a malformed webhook delivery: %s", e)
         return
-    if not schedule(_redis(), delivery):
+    try:
+        scheduled = schedule(_redis(), delivery)
+    except broker.errors() as e:  # READONLY, OOM, a blip: the event must not be acknowledged away
+        log.warning("webhook %s: the schedule is not writable now (%s); again in 2 s", delivery.event_id, e)
+        raise self.retry(countdown=2.0) from None
+    if not scheduled:
         log.info("webhook %s: already being delivered, or delivered: this copy is dropped", delivery.event_id)
 
 
@@ -206,40 +263,54 @@ def schedule(redis: Any, delivery: Delivery, at: float | None = None) -> bool:
     return bool(script(redis, 3, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_DUE, done, event, payload, at or time.time()))
 
 
-def attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int) -> None:
-    """One attempt at a claimed event, then its end or its next due time."""
+def attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int, token: str) -> None:
+    """One attempt at an event claimed with ``token``, then its end or its next due time.
+
+    Only the holder of the event's current claim ends it or sets its next attempt: an attempt
+    that outlived its claim (another notifier claimed the event since) changes nothing.
+    """
     secret = _secret(delivery.tenant)
     if secret is None:
-        _end(redis, settings, delivery, "failed", f"tenant {delivery.tenant!r} has no webhook_secret")
+        _end(redis, settings, delivery, token, "failed", f"tenant {delivery.tenant!r} has no webhook_secret")
         return
+    error: str | None = None
     try:
         addresses = webhooks.check_url(delivery.url, settings)
+    except webhooks.Unresolved as e:
+        addresses, error = [], f"the host does not resolve now ({e.message})"
     except (InvalidJob, ConfigError) as e:
-        _end(redis, settings, delivery, "failed", f"refused by the guard: {e}")
+        _end(redis, settings, delivery, token, "failed", f"refused by the guard: {e}")
         return
-    error = post(delivery, secret, settings.webhook_timeout_s, addresses[0])
-    if error is None:
-        _end(redis, settings, delivery, "delivered")
-        log.info("webhook %s delivered to %s", delivery.event_id, delivery.url)
-        return
+    if addresses:
+        error = post(delivery, secret, settings.webhook_timeout_s, addresses)
+        if error is None:
+            _end(redis, settings, delivery, token, "delivered")
+            log.info("webhook %s delivered to %s", delivery.event_id, delivery.url)
+            return
     wait = backoff_s(attempts, settings.webhook_backoff_s)
     if time.time() + wait > delivery.first_at + settings.webhook_retry_for_s:
-        _end(redis, settings, delivery, "failed", error)
+        _end(redis, settings, delivery, token, "failed", error)
         return
-    _count(delivery, "attempts_failed", error)
-    log.warning("webhook %s to %s: %s; retry in %.1f s", delivery.event_id, delivery.url, error, wait)
     payload = json.dumps({"delivery": delivery.to_dict(), "attempts": attempts + 1})
     again = scripts.load("producer.broker", "webhook_again")
-    again(redis, 2, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, delivery.event_id, payload, time.time() + wait)
+    due = time.time() + wait
+    if again(
+        redis, 3, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_CLAIMS, delivery.event_id, payload, due, token
+    ):
+        _count(delivery, "attempts_failed", error)
+        log.warning("webhook %s to %s: %s; retry in %.1f s", delivery.event_id, delivery.url, error, wait)
 
 
-def _end(redis: Any, settings: Settings, delivery: Delivery, outcome: str, error: str | None = None) -> None:
-    if outcome == "failed":
-        log.error("webhook %s to %s failed for good: %s", delivery.event_id, delivery.url, error)
+def _end(
+    redis: Any, settings: Settings, delivery: Delivery, token: str, outcome: str, error: str | None = None
+) -> None:
     ttl = int(settings.webhook_retry_for_s + DONE_SLACK_S)
     end = scripts.load("producer.broker", "webhook_end")
     done = keys.WEBHOOK_DONE.format(delivery.event_id)
-    if end(redis, 3, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, done, delivery.event_id, outcome, ttl):
+    claims = keys.WEBHOOKS_CLAIMS
+    if end(redis, 4, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, done, claims, delivery.event_id, outcome, ttl, token):
+        if outcome == "failed":
+            log.error("webhook %s to %s failed for good: %s", delivery.event_id, delivery.url, error)
         _count(delivery, outcome, error)
 
 
@@ -267,7 +338,7 @@ class Dispatcher:
     def stop(self) -> None:
         """Stop claiming; let the attempts under way end (each by its deadline)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=self.settings.webhook_timeout_s + 5)
         self._pool.shutdown(wait=True)
 
     def _run(self) -> None:
@@ -276,6 +347,10 @@ class Dispatcher:
                 claimed = self.claim_once()
             except broker.errors() as e:
                 log.warning("webhook schedule unreachable (%s); again in 1 s", e)
+                self._stop.wait(1.0)
+                continue
+            except Exception:  # never let the dispatcher die: the notifier would deliver nothing
+                log.exception("webhook dispatcher: unexpected error; again in 1 s")
                 self._stop.wait(1.0)
                 continue
             if not claimed:
@@ -289,21 +364,30 @@ class Dispatcher:
         if free == 0:
             self._stop.wait(POLL_S)
             return 0
-        now = time.time()
-        until = now + self.settings.webhook_timeout_s + CLAIM_SLACK_S
-        claim = scripts.load("producer.broker", "webhook_claim")
-        got = claim(self.redis, 2, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, now, until, free)
-        pairs = list(zip(got[::2], got[1::2]))
-        for _ in range(free - len(pairs)):
-            self._busy.release()
-        for _, raw in pairs:
-            self._pool.submit(self._attempt, raw)
-        return len(pairs)
+        started = 0
+        try:
+            now = time.time()
+            until = now + self.settings.webhook_timeout_s + CLAIM_SLACK_S
+            token = uuid.uuid4().hex
+            claim = scripts.load("producer.broker", "webhook_claim")
+            got = claim(
+                self.redis, 3, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_CLAIMS, now, until, free, token
+            )
+            for raw in got[1::2]:
+                if self._stop.is_set():
+                    break  # stopping: the claim expires and another notifier takes the event
+                self._pool.submit(self._attempt, raw, token)
+                started += 1
+        finally:
+            for _ in range(free - started):
+                self._busy.release()  # every slot not given to an attempt, whatever happened
+        return started
 
-    def _attempt(self, raw: Any) -> None:
+    def _attempt(self, raw: Any, token: str) -> None:
         try:
             entry = json.loads(raw)
-            attempt(self.redis, self.settings, Delivery.from_dict(entry["delivery"]), int(entry["attempts"]))
+            delivery = Delivery.from_dict(entry["delivery"])
+            attempt(self.redis, self.settings, delivery, int(entry["attempts"]), token)
         except Exception:
             log.exception("webhook attempt failed unexpectedly; the event is due again after its claim")
         finally:
@@ -313,14 +397,21 @@ class Dispatcher:
 class _Dispatch(bootsteps.StartStopStep):
     """Runs a :class:`Dispatcher` in each notifier, beside Celery's pool."""
 
+    dispatcher: Dispatcher | None = None
+
     def start(self, worker: Any) -> None:
         self.dispatcher = Dispatcher(_settings(), int(getattr(worker, "concurrency", 4) or 4))
         self.dispatcher.start()
 
     def stop(self, worker: Any) -> None:
-        dispatcher = getattr(self, "dispatcher", None)
+        dispatcher = self.dispatcher
         if dispatcher is not None:
+            self.dispatcher = None
             dispatcher.stop()
+
+    def terminate(self, worker: Any) -> None:
+        """A cold shutdown stops it too."""
+        self.stop(worker)
 
 
 app.steps["worker"].add(_Dispatch)

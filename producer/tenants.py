@@ -105,13 +105,10 @@ def _check_apart(tenants: list[Tenant]) -> None:
     """Refuse two tenants whose buckets overlap: one could read or overwrite the other's objects."""
     for i, a in enumerate(tenants):
         for b in tenants[i + 1 :]:
-            for direction in ("input", "output"):
-                for x in getattr(a, direction):
-                    for y in getattr(b, direction):
-                        if overlaps(x, y):
-                            raise ValueError(
-                                f"tenants {a.tenant!r} and {b.tenant!r} overlap in their {direction}: {x!r} and {y!r}"
-                            )
+            for x in (*a.input, *a.output):
+                for y in (*b.input, *b.output):  # one's inputs against the other's outputs too
+                    if overlaps(x, y):
+                        raise ValueError(f"tenants {a.tenant!r} and {b.tenant!r} overlap: {x!r} and {y!r}")
 
 
 def validate_entry(entry: dict[str, Any]) -> Tenant:

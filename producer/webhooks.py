@@ -51,15 +51,20 @@ def verify(secret: str, msg_id: str, timestamp: str, body: str, signature_header
     return any(hmac.compare_digest(expected, g) for g in given)
 
 
+class Unresolved(InvalidJob):
+    """The webhook's host name does not resolve (now)."""
+
+
 def check_url(url: str, settings: Settings, field: str = "webhook") -> list[str]:
     """Refuse a webhook URL the guard does not allow (see the module docstring); its addresses.
 
     Returns:
-        The addresses the host resolved to, every one checked: a delivery connects to one of
-        these, never to a second lookup's answer.
+        The addresses the host resolved to, in the resolver's order, every one checked: a delivery
+        connects to these, never to a second lookup's answer.
 
     Raises:
-        InvalidJob: naming ``field`` and why.
+        InvalidJob: naming ``field`` and why (:class:`Unresolved` when the name does not resolve
+            now: at delivery time, a reason to try again later, not to give up).
     """
     if not isinstance(url, str) or len(url) > 2048:
         raise InvalidJob(field, "must be an https:// URL of at most 2048 characters")
@@ -71,15 +76,16 @@ def check_url(url: str, settings: Settings, field: str = "webhook") -> list[str]
     if settings.webhook_hosts and not any(fnmatch.fnmatch(host, pattern) for pattern in settings.webhook_hosts):
         raise InvalidJob(field, f"host {host!r} is not in STYLEQUEUE_WEBHOOK_HOSTS")
     try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)}
+        found = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
     except OSError:
-        raise InvalidJob(field, f"host {host!r} does not resolve") from None
+        raise Unresolved(field, f"host {host!r} does not resolve") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in found))  # the resolver's order, once each
     allowed = _networks(settings.webhook_allow_networks)
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if _internal(ip) and not any(ip.version == net.version and ip in net for net in allowed):
             raise InvalidJob(field, f"host {host!r} resolves to {ip}, not a public address: refused")
-    return sorted(addresses)
+    return addresses
 
 
 def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -31,6 +31,8 @@ key                         type   written by                              bound
                                    (epoch s), or a claim's expiry          removed when it ends
 ``stylequeue:webhooks:pending`` hash the notifier: event id → delivery     the same events
                                    and attempts made
+``stylequeue:webhooks:claims`` hash the notifier: event id → the claim     the same events
+                                   token of its attempt under way
 ``stylequeue:webhook:done:<e>`` string the notifier: the event ended       ``STYLEQUEUE_WEBHOOK_RETRY_FOR_S``
                                    (a late copy of it starts nothing)      + 1 hour
 ``stylequeue:sent:<uuid>``  string the client, per batch sent: whether a   5 minutes
@@ -71,6 +73,7 @@ RATE = "stylequeue:rate:{}"
 WEBHOOKS = "stylequeue:webhooks"
 WEBHOOKS_DUE = "stylequeue:webhooks:due"
 WEBHOOKS_PENDING = "stylequeue:webhooks:pending"
+WEBHOOKS_CLAIMS = "stylequeue:webhooks:claims"
 WEBHOOK_DONE = "stylequeue:webhook:done:{}"
 CLAIM = "stylequeue:claim:{}"
 SENT = "stylequeue:sent:{}"

@@ -36,7 +36,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 def test_the_attempt_connects_to_the_checked_address_not_a_new_lookup(receiver: WebhookReceiver) -> None:
     """The URL's name does not even resolve: only the address handed over is dialled."""
     url = f"http://rebound.invalid:{receiver.port}/ok"
-    assert post(delivery(url), SECRET, 5.0, "127.0.0.1") is None
+    assert post(delivery(url), SECRET, 5.0, ["127.0.0.1"]) is None
     headers, _ = receiver.raw[-1]
     assert headers["host"] == f"rebound.invalid:{receiver.port}" and receiver.bad_signatures == 0
 
@@ -64,7 +64,7 @@ def test_a_slow_receiver_cannot_hold_the_attempt_past_its_deadline() -> None:
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     started = time.monotonic()
-    error = post(delivery(f"http://127.0.0.1:{server.getsockname()[1]}/"), SECRET, 1.0, "127.0.0.1")
+    error = post(delivery(f"http://127.0.0.1:{server.getsockname()[1]}/"), SECRET, 1.0, ["127.0.0.1"])
     elapsed = time.monotonic() - started
     stop.set()
     server.close()
@@ -73,7 +73,7 @@ def test_a_slow_receiver_cannot_hold_the_attempt_past_its_deadline() -> None:
 
 def test_why_a_connection_failed_stays_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()  # nothing listens
-    error = post(delivery(f"http://127.0.0.1:{port}/"), SECRET, 2.0, "127.0.0.1")
+    error = post(delivery(f"http://127.0.0.1:{port}/"), SECRET, 2.0, ["127.0.0.1"])
     assert error is not None and "refused" not in error.lower() and str(port) not in error
     assert any("refused" in r.getMessage().lower() for r in caplog.records)
 
@@ -92,3 +92,27 @@ def test_only_globally_reachable_addresses_are_called(address: str) -> None:
 def test_the_guard_returns_what_it_checked() -> None:
     settings = Settings(webhook_allow_http=True, webhook_allow_networks=("127.0.0.1/32",))
     assert check_url("http://127.0.0.1:8080/hook", settings) == ["127.0.0.1"]
+
+
+def test_a_stalled_tls_handshake_is_cut_at_the_deadline() -> None:
+    """A server that accepts and never answers the TLS hello: the deadline ends the handshake."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    started = time.monotonic()
+    error = post(delivery(f"https://localhost:{server.getsockname()[1]}/"), SECRET, 1.0, ["127.0.0.1"])
+    elapsed = time.monotonic() - started
+    server.close()
+    for conn in held:
+        conn.close()
+    assert error is not None and elapsed < 5, elapsed
+
+
+def test_the_next_checked_address_is_tried_when_one_does_not_connect(receiver: WebhookReceiver) -> None:
+    """A name with two addresses, the first refusing (nothing listens on 127.0.0.2 here): the second
+    is dialled, within the same deadline, and takes the delivery."""
+    url = f"http://both.invalid:{receiver.port}/ok"
+    assert post(delivery(url), SECRET, 5.0, ["127.0.0.2", "127.0.0.1"]) is None
+    assert receiver.tries("evt-1") == 1

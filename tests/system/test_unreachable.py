@@ -24,6 +24,8 @@ import pytest
 from support.processes import own_workers
 from support.waiting import wait_for
 
+from producer import broker
+from producer.broker import keys
 from producer.core.errors import BrokerUnavailable, PartialSubmit
 from producer.devstack import RedisServer, free_port
 
@@ -211,7 +213,9 @@ def test_wait_waits_through_a_redis_restart_and_says_so(stack_env, inputs, tmp_p
                 text=True,
                 env=cli_env,
             )
-            time.sleep(1)  # the waiter has found the job and follows it
+            channel = keys.CELERY_META.format(job.id)  # the waiter follows the job on its channel
+            watcher = broker.connect(server.url)
+            wait_for(lambda: watcher.pubsub_numsub(channel)[0][1] >= 1, 60, "the waiter to follow the job")
             server.stop()
             time.sleep(2 * BUDGET_S)  # down for longer than the client's budget
             server.start()

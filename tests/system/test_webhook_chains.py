@@ -150,28 +150,62 @@ def test_a_late_copy_of_a_delivered_event_starts_nothing(redis_server, receiver,
     assert receiver.tries(d.event_id) == 1
 
 
-def test_a_claim_nobody_finishes_is_due_again_once_it_expires(redis_server, receiver, tmp_path) -> None:
+def test_a_claim_holds_the_event_until_it_expires_then_another_notifier_delivers_it(
+    redis_server, receiver, notifier
+) -> None:
     """The claim is a lease: the state a notifier killed mid-attempt leaves (a claim that nobody
-    ends) makes the event due again at the claim's expiry, and another notifier delivers it once."""
-    import signal
-
+    ends) keeps every notifier off the event until it expires, then one delivers it, once; the
+    dead claimer's late word (its token) changes nothing."""
     from producer import notifier as module
 
     redis = broker.connect(redis_server.url)
     d = delivery(receiver, "/ok")
-    assert module.schedule(redis, d)
+    assert module.schedule(redis, d, at=time.time() + 3600)  # not due: the running notifier leaves it
     claim = module.scripts.load("producer.broker", "webhook_claim")
-    got = claim(redis, 2, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, time.time(), time.time() + 2, 10)
-    assert got[0].decode() == d.event_id  # claimed, for 2 s, by a "notifier" that never ends it
-    proc = ServiceProcess(
-        ["notifier", "-c", "2", "-n", "heir@%h"], notifier_env(redis_server.url), tmp_path / "heir.log"
+    held_s = 6.0
+    claimed_at = time.time()
+    got = claim(
+        redis,
+        3,
+        keys.WEBHOOKS_DUE,
+        keys.WEBHOOKS_PENDING,
+        keys.WEBHOOKS_CLAIMS,
+        claimed_at + 3601,
+        claimed_at + held_s,
+        10,
+        "dead",
     )
+    assert got[0].decode() == d.event_id  # claimed by a "notifier" that will never end it
+    wait_for(lambda: d.event_id in receiver.processed, 60, "a notifier to deliver it once the claim expired")
+    first = next(a["at"] for a in receiver.attempts if a["id"] == d.event_id)
+    assert first >= claimed_at + held_s - 0.5  # nobody touched it while the claim held
+    end = module.scripts.load("producer.broker", "webhook_end")
+    done = keys.WEBHOOK_DONE.format(d.event_id)
+    assert not end(
+        redis, 4, keys.WEBHOOKS_DUE, keys.WEBHOOKS_PENDING, done, keys.WEBHOOKS_CLAIMS, d.event_id, "failed", 60, "dead"
+    )
+    assert receiver.tries(d.event_id) == 1 and redis.get(done) == b"delivered"
+
+
+def test_the_dispatcher_goes_on_after_redis_restarts(tmp_path, receiver) -> None:
+    """Redis (append-only) restarts under a running notifier: it goes on claiming and delivering."""
+    server = RedisServer(tmp_path / "redis-aof", appendonly=True).start()
+    proc = ServiceProcess(["notifier", "-c", "2", "-n", "restart@%h"], notifier_env(server.url), tmp_path / "r.log")
     try:
-        wait_for(lambda: d.event_id in receiver.processed, 60, "the next notifier to deliver it after the claim")
-        assert receiver.tries(d.event_id) == 1
+        wait_for(lambda: proc.alive() and "ready" in proc.log(), 60, "the notifier to start")
+        before = delivery(receiver, "/ok")
+        send(broker.connect(server.url), before)
+        wait_for(lambda: before.event_id in receiver.processed, 60, "a delivery before the restart")
+        server.stop()
+        time.sleep(3)  # the dispatcher's claims fail meanwhile
+        server.start()
+        after = delivery(receiver, "/ok")
+        send(broker.connect(server.url), after)
+        wait_for(lambda: after.event_id in receiver.processed, 60, "a delivery after the restart")
+        assert receiver.tries(before.event_id) == 1 and receiver.tries(after.event_id) == 1
     finally:
-        os.killpg(proc.proc.pid, signal.SIGKILL)
-        proc.proc.wait()
+        proc.stop()
+        server.stop()
 
 
 def test_a_tenant_added_to_the_keys_file_later_gets_its_webhooks_signed(redis_server, tmp_path) -> None:

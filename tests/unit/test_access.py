@@ -76,8 +76,10 @@ def test_a_keys_document_with_unfinished_prefixes_or_overlapping_tenants_is_refu
 
     with pytest.raises(ConfigError, match=r"keys\[0\].input\[0\] 'photos/acme' must end with '/'"):
         Tenants.load(keys(tenant("acme", ["photos/acme"], ["out/acme/"])))
-    with pytest.raises(ConfigError, match="tenants 'acme' and 'globex' overlap in their output"):
+    with pytest.raises(ConfigError, match="tenants 'acme' and 'globex' overlap: 'out/' and 'out/globex/'"):
         Tenants.load(keys(tenant("acme", ["in/acme/"], ["out/"]), tenant("globex", ["in/globex/"], ["out/globex/"])))
+    with pytest.raises(ConfigError, match="overlap: 'out/' and 'out/globex/'"):  # reading another's outputs
+        Tenants.load(keys(tenant("acme", ["out/"], ["out/acme/"]), tenant("globex", ["in/globex/"], ["out/globex/"])))
     apart = Tenants.load(
         keys(tenant("acme", ["in/acme/"], ["out/acme/"]), tenant("acme-corp", ["in/acme-corp/"], ["out/acme-corp/"]))
     )
