@@ -6,9 +6,11 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: test test-fast test-other-precision test-containers lint bench demo dev clean
 
-# Create the virtualenv, install the project with every extra, run the whole suite.
+# Create the virtualenv, install the project with every extra, run the whole suite, then the
+# engine tests once more with precision `auto` resolved the other way (test-other-precision).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) test-other-precision
 
 # Everything but the tests marked slow (real servers, subprocess CLIs).
 test-fast: $(STAMP)
@@ -16,7 +18,7 @@ test-fast: $(STAMP)
 
 # The engine, tiling and options tests once more with precision `auto` resolved the other way from
 # this machine's (STYLEQUEUE_AUTO_PRECISION): float32 where the CPU has native bfloat16, bfloat16
-# where it has not, so every machine runs both (CI runs it after `make test`).
+# where it has not, so every machine runs both (`make test` runs it after the suite).
 test-other-precision: $(STAMP)
 	STYLEQUEUE_AUTO_PRECISION=$$($(BIN)/python -c "from worker.nst.vgg import native_bfloat16; \
 	  print('float32' if native_bfloat16() else 'bfloat16')") \
