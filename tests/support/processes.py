@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,21 @@ from producer.devstack import stop_group
 from support.waiting import wait_for
 
 CLI = [sys.executable, "-m", "producer.cli"]
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """The process SIGSTOPped for the block and SIGCONTinued after it, whatever happens inside.
+
+    A frozen server still accepts connections (the kernel does) and answers nothing: its clients
+    block in their reads, as behind a hung server or a stalled network. Tests use it to hold a
+    job at its next write for as long as they need, whatever the CPU's speed.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
