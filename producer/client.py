@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from producer import broker
-from producer.broker import cancellation, deadletters, keys, registry, wire
+from producer.broker import cancellation, deadletters, ending, keys, registry, wire
 from producer.broker.celery_app import make_celery
 from producer.broker.events import Announcer
 from producer.broker.queues import DEFAULT_PRIORITY
@@ -236,14 +236,11 @@ class JobHandle:
             JobNotFound: no job has this id.
         """
         self.status()
-        settings = self.client.settings
-        outcome, final = self.client.call(
-            lambda: cancellation.request(self.client.redis, self.id, settings.result_expires_s, time.time()),
-            repeat=False,
-        )
+        announcer = Announcer(self.client.redis, self.client.settings)
+        at = time.time()  # one instant for every try: a retry after a lost reply is recognised
+        outcome, final = self.client.call(lambda: cancellation.request(self.client.redis, announcer, self.id, at))
         if final is not None:
             self.client.call(lambda: self.client.app.backend.mark_as_revoked(self.id, reason=final.error_message))
-            self.client.call(lambda: Announcer(self.client.redis, settings).ended(self.id, final), repeat=False)
         return outcome
 
 
@@ -357,10 +354,9 @@ class Client:
         if entry["payload"] is None:
             raise InvalidJob("job_id", f"the dead letter of {job_id!r} has no payload to send again")
         job = Job.from_message({**entry["payload"], "job_id": job_id})
-        # Its final state and counters go, so that the job runs again rather than republishing them.
-        self.call(
-            lambda: self.redis.delete(keys.DONE.format(job_id), keys.RUNS.format(job_id), keys.CANCEL.format(job_id))
-        )
+        # Its end is undone (final state, runs, record, batch counts), so that the job runs again
+        # rather than republishing it.
+        self.call(lambda: ending.reopen(self.redis, job_id))
         self.call(lambda: self.app.backend.forget(job_id))
         handle = self.send(job, priority)
         self.call(lambda: deadletters.remove(self.redis, job_id))

@@ -22,10 +22,11 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from producer import broker
 from producer.broker import keys, registry, scripts
+from producer.broker.events import Announcer
 from producer.broker.queues import DEFAULT_PRIORITY
 from producer.core.contract import TASK_NAME, Job, check_message_size
 from producer.core.errors import (
@@ -37,11 +38,12 @@ from producer.core.errors import (
     TransientError,
 )
 from producer.core.retrying import patiently
+from producer.core.settings import Settings
 from producer.core.states import FAILURE, PROGRESS, REVOKED, SUCCESS, FinalState, JobProgress
 from worker import runtime, signals
 from worker.app import app
-from worker.runtime import jobs, outcomes, recovery
-from worker.runtime.guard import JobRecord, Lease, Superseded, now
+from worker.runtime import finish, jobs, outcomes, recovery
+from worker.runtime.guard import JobRecord, Lease, Superseded, now, split
 from worker.runtime.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -122,32 +124,13 @@ class Reporter:
 
 
 def _republish(task: Any, job_id: str, final: FinalState) -> Any:
-    """Publish a finished job's final state again for this delivery, and end the delivery."""
+    """Publish a finished job's recorded final state again for this delivery, and end the delivery."""
     outcomes.mark(task.request, Outcome.REPUBLISHED)
     log.info("job %s ended already (%s): published again", job_id, final.state, extra={"event": "job_republished"})
     if final.state == SUCCESS and final.job_result is not None:
         return final.job_result.to_dict()
-    error = _rebuild(final.error_type or StylequeueError.__name__, final.error_message or "")
-    if final.state == REVOKED:
-        task.backend.mark_as_revoked(job_id, reason=str(error), request=task.request)
-    else:
-        task.backend.mark_as_failure(job_id, error, request=task.request)
+    finish.publish(task.backend, job_id, final, task.request)
     raise Ignore()
-
-
-def _rebuild(error_type: str, message: str) -> BaseException:
-    from producer.core import errors
-
-    cls = getattr(errors, error_type, None)
-    if not (isinstance(cls, type) and issubclass(cls, StylequeueError)) or cls in (
-        errors.JobFailed,
-        errors.PartialSubmit,
-    ):
-        cls = PermanentError
-    try:
-        return cls(message)
-    except TypeError:
-        return PermanentError(message)
 
 
 def _step_aside(task: Any, message: Any, job_id: str, tag: str | None, holder_tag: str | None, why: str) -> NoReturn:
@@ -188,20 +171,91 @@ def _patient(rt: runtime.Runtime, action: Any, what: str) -> Any:
     )
 
 
-@app.task(name=TASK_NAME, bind=True)
+class _KilledRunFence:
+    """The result backend of the task, except that a hard time limit's ``FAILURE`` ends the job first.
+
+    Celery's pool parent kills a run past ``STYLEQUEUE_HARD_TIME_LIMIT_S`` and writes ``FAILURE``
+    itself (``Request.on_timeout``). Here that goes through the job's one end
+    (:func:`worker.runtime.finish.finish_killed`): only when the killed run was the job's owner
+    does the job fail; when a live run holds it (the killed run had lost it) nothing is written,
+    and when it had ended otherwise that end is published again.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def mark_as_failure(self, task_id: str, exc: BaseException, *args: Any, **kwargs: Any) -> Any:
+        """Celery's, unless ``exc`` is the hard time limit (see the class)."""
+        if not isinstance(exc, TimeLimitExceeded):
+            return self._backend.mark_as_failure(task_id, exc, *args, **kwargs)
+        limit = exc.args[0] if exc.args else "?"
+        final = FinalState(
+            FAILURE,
+            now(),
+            error_type=type(exc).__name__,
+            error_message=f"job {task_id} ran past the hard time limit ({limit} s): its process was killed",
+        )
+        ended = finish.finish_killed(_parent_announcer(), task_id, final)
+        what = "failed" if ended.applied else "held by a live run" if ended.held else "ended already"
+        log.warning(
+            "job %s: its run was killed at the hard time limit; the job is %s",
+            task_id,
+            what,
+            extra={"event": "killed_run_fenced", "job_id": task_id, "outcome": what},
+        )
+        if ended.applied:
+            return self._backend.mark_as_failure(task_id, exc, *args, **kwargs)
+        if ended.final is not None:  # it had ended otherwise: that end is published again
+            finish.publish(self._backend, task_id, ended.final, kwargs.get("request"))
+        return None
+
+
+_announcers: list[Announcer] = []
+
+
+def _parent_announcer() -> Announcer:
+    """The pool parent's own connection for ending jobs (it has no runtime)."""
+    if not _announcers:
+        settings = Settings.from_env()
+        _announcers.append(Announcer(broker.connect(settings.broker_url), settings))
+    return _announcers[0]
+
+
+class _Transfer(app.Task):
+    """The task class: its backend is fenced (:class:`_KilledRunFence`)."""
+
+    @property
+    def backend(self) -> Any:
+        return _KilledRunFence(self._backend if self._backend is not None else self.app.backend)
+
+    @backend.setter
+    def backend(self, value: Any) -> None:
+        self._backend = value
+
+
+@app.task(name=TASK_NAME, bind=True, base=_Transfer)
 def transfer(self: Any, message: Any) -> dict[str, Any]:
     """Run one style-transfer job; see :mod:`producer.core.contract` for ``message``."""
     rt = runtime.current()
     settings = rt.settings
     job_id = self.request.id
     tag = (self.request.properties or {}).get("delivery_tag")
-    record = JobRecord(
-        rt.redis,
-        job_id,
-        settings.result_expires_s,
-        # Its events, webhooks and batch count wait out a Redis outage too.
-        on_final=lambda j, f: _patient(rt, lambda: rt.announcer.ended(j, f), f"job {j}: announcing its end"),
-    )
+    record = JobRecord(rt.redis, job_id, settings.result_expires_s)
+
+    def end_unleased(final: FinalState) -> None:
+        """End a job this delivery never ran; return if ``final`` is the job's end now.
+
+        Else publish the end recorded first, or step aside for the run holding the job (both raise).
+        """
+        ended = finish.finish(rt.announcer, job_id, final, tag=tag)
+        if ended.held:
+            _step_aside(self, message, job_id, tag, _holder_tag(rt, job_id), "a live run holds it")
+        if not ended.applied:
+            assert ended.final is not None
+            _republish(self, job_id, ended.final)
 
     final = _patient(rt, record.final, f"job {job_id}: reading its state")
     if final is not None:
@@ -211,11 +265,11 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
         job = Job.from_message(message)
         job.resolve_id(job_id)
     except InvalidJob as e:
-        record.settle(FinalState(FAILURE, now(), error_type=InvalidJob.__name__, error_message=str(e)))
+        end_unleased(FinalState(FAILURE, now(), error_type=InvalidJob.__name__, error_message=str(e)))
         raise
-    if rt.redis.exists(keys.CANCEL.format(job_id)):
+    if _patient(rt, lambda: rt.redis.exists(keys.CANCEL.format(job_id)), f"job {job_id}: reading its cancel flag"):
         reason = f"job {job_id} was cancelled before it started"
-        record.settle(FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=reason))
+        end_unleased(FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=reason))
         self.backend.mark_as_revoked(job_id, reason=reason, request=self.request)
         outcomes.mark(self.request, Outcome.CANCELLED)
         raise Ignore()
@@ -228,11 +282,17 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
             self, job_id, record.final() or FinalState(FAILURE, now(), error_type=StylequeueError.__name__)
         )
     if not acquired:
-        holder = lease.holder()
-        _step_aside(self, message, job_id, tag, holder[1] if holder else None, "another live run holds it")
+        _step_aside(self, message, job_id, tag, _holder_tag(rt, job_id), "another live run holds it")
 
     def end(final: FinalState) -> None:
-        _patient(rt, lambda: record.commit(lease, final), f"job {job_id}: recording its end")
+        """End the job as its owner; Superseded if another run holds it or ended it first."""
+        ended = finish.finish(rt.announcer, job_id, final, lease=lease.value)
+        if ended.held:
+            raise Superseded(job_id, _holder_tag(rt, job_id))
+        if not ended.applied:
+            raise Superseded(job_id, None, ended=True)
+        if final.state != SUCCESS:  # a success's run removed the checkpoint it saved
+            finish.remove_checkpoint(rt.store, job.output_ref(job_id), job_id)
 
     superseded: Superseded | None = None
     with lease:
@@ -285,6 +345,7 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
                 e,
                 extra={"event": "job_handed_back"},
             )
+            record.leave(lease)  # no crash (if Redis answers by now)
             outcomes.mark(self.request, Outcome.HANDED_BACK)
             raise Reject(str(e), requeue=True) from None
         except (PermanentError, TransientError, SoftTimeLimitExceeded) as e:
@@ -308,5 +369,16 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
             extra={"event": "delivery_dropped", "reason": "ended"},
         )
         raise Ignore()
+    record.leave(lease)  # it stepped aside: no crash
     _step_aside(self, message, job_id, tag, superseded.holder_tag, "another live run took it over")
     raise AssertionError("not reached")
+
+
+def _holder_tag(rt: runtime.Runtime, job_id: str) -> str | None:
+    """The delivery tag of the run holding the job now (``None``: nobody, or unknown)."""
+    try:
+        value = _patient(rt, lambda: rt.redis.get(keys.LEASE.format(job_id)), f"job {job_id}: reading its lease")
+    except broker.errors():
+        return None
+    holder = split(value)
+    return holder[1] if holder else None

@@ -2,9 +2,10 @@
 
 That is: webhooks, batch completion, the tenant's in-flight count.
 
-The worker announces ``job.started`` when a run takes a job, ``job.progress`` at every tenth of
-the way, and ``job.completed`` when the job's final state is recorded (once: the record that
-writes it announces it); the HTTP API announces ``job.queued``. Each event is ``XADD``ed to
+The worker announces ``job.started`` when a run takes a job and ``job.progress`` at every tenth of
+the way (once per tenth, whichever run gets there); ``job.completed`` is written by the script
+that ends the job (:mod:`producer.broker.ending`), in the same step; the HTTP API announces
+``job.queued``. Each event is ``XADD``ed to
 ``stylequeue:events`` (capped at ``STYLEQUEUE_EVENTS_MAX`` entries), as fields ``id``, ``type``,
 ``job_id`` and ``data`` (JSON), so any language can read it with a consumer group::
 
@@ -17,8 +18,10 @@ the notifier (:mod:`producer.notifier`), updates the record's timestamps and sta
 finished job into its batch (and, when it is the batch's last, announces ``batch.completed``),
 and removes it from its tenant's in-flight set.
 
-Event ids are stable (``<job>.started``, ``<job>.progress.3``, ``<job>.completed``): a receiver
-that keeps the ids it has seen gets each event exactly once however often it is delivered.
+Event ids are stable and name one payload each (``<job>.started``, ``<job>.progress.3``,
+``<job>.completed.<end time in ms>``, ``<batch>.completed.<ms>``): a receiver that keeps the ids
+it has seen gets each event exactly once however often it is delivered; a job sent again after it
+ended (a dead letter requeued) ends with a new id.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 from producer.broker import keys, scripts, wire
 from producer.core.settings import Settings
-from producer.core.states import FAILURE, PENDING, PROGRESS, REVOKED, STARTED, SUCCESS, FinalState, JobProgress
+from producer.core.states import FAILURE, PENDING, PROGRESS, REVOKED, STARTED, SUCCESS, JobProgress
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,7 @@ def iso(t: float) -> str:
 # KEYS: job record, its batch (the record again when none), its tenant's in-flight set.
 # STARTED: ARGV time. Returns 1 when the record went PENDING → STARTED, else 0.
 _STARTED = scripts.load("producer.broker", "event_started")
-# ENDED: ARGV final state, time, job id. Returns 0 when the record had ended already, else 1.
-_ENDED = scripts.load("producer.broker", "event_ended")
+_PROGRESS = scripts.load("producer.broker", "event_progress")
 
 
 class Announcer:
@@ -103,33 +105,51 @@ class Announcer:
     def started(self, job_id: str) -> None:
         """A run took the job (each run announces it; the event id is the same)."""
         now = time.time()
-        record = self._record(job_id)
+        record = self.record(job_id)
         if record:
             _STARTED(self.redis, 3, *self._keys(job_id, record), now)
         self._publish(Event(f"{job_id}.started", "job.started", job_id, {"state": STARTED}, now), record)
 
     def progress(self, job_id: str, progress: JobProgress, previous: int) -> int:
-        """The job advanced; an event at every tenth of the way. Returns the tenth reached."""
+        """The job advanced; an event at every tenth of the way. Returns the tenth reached.
+
+        Once per tenth, whichever run reaches it (a take-over run does not announce it again).
+        """
         tenth = 10 * progress.iteration // max(1, progress.total)
         if tenth > previous:
             data = {"state": PROGRESS, "progress": progress.to_dict()}
-            self._publish(Event(f"{job_id}.progress.{tenth}", "job.progress", job_id, data, time.time()))
+            event = Event(f"{job_id}.progress.{tenth}", "job.progress", job_id, data, time.time())
+            marker = keys.PROGRESS.format(job_id)
+            webhook = self.webhook(event, self.record(job_id))
+            _PROGRESS(
+                self.redis,
+                3,
+                marker,
+                keys.EVENTS,
+                webhook.list_name if webhook else marker,
+                tenth,
+                self.settings.result_expires_s,
+                event.id,
+                job_id,
+                json.dumps(data),
+                self.settings.events_max,
+                webhook.payload if webhook else "",
+            )
         return max(tenth, previous)
 
-    def ended(self, job_id: str, final: FinalState) -> None:
-        """The job's final state was recorded: the event, then the record, then the batch."""
-        data: dict[str, Any] = {"state": final.state}
-        if final.result is not None:
-            data["result"] = final.result
-        if final.error_type is not None:
-            data["error"] = {"type": final.error_type, "message": final.error_message or ""}
-        record = self._record(job_id)
-        self._publish(Event(f"{job_id}.completed", "job.completed", job_id, data, final.at), record)
-        if not record:
+    def batch_completed(self, batch: str, at: float) -> None:
+        """Announce ``batch.completed`` with its counts.
+
+        The end that completed the batch calls it (:mod:`producer.broker.ending`); a retry of
+        that end publishes the same event id again.
+        """
+        info = {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.BATCH.format(batch)).items()}
+        if not info:
             return
-        _ENDED(self.redis, 3, *self._keys(job_id, record), final.state, final.at, job_id)
-        if record.get("batch"):
-            self._complete_batch(record["batch"])
+        counts = {s: int(info.get(s.lower(), 0)) for s in (SUCCESS, FAILURE, REVOKED)}
+        data = {"counts": counts, "total": int(info.get("total", 0))}
+        event = Event(f"{batch}.completed.{round(at * 1000)}", "batch.completed", batch, data, at)
+        self._publish(event, {"tenant": info.get("tenant", ""), "webhook": info.get("webhook", "")})
 
     def _keys(self, job_id: str, record: dict[str, str]) -> list[str]:
         job_key = keys.JOB.format(job_id)
@@ -140,26 +160,25 @@ class Announcer:
             keys.TENANT_INFLIGHT.format(record.get("tenant", "")),
         ]
 
-    def _complete_batch(self, batch: str) -> None:
-        """Announce ``batch.completed`` once every job of the batch has ended.
-
-        Two workers ending a batch's last jobs at once may both announce it; the event id is the
-        same (at least once, like every event).
-        """
-        key = keys.BATCH.format(batch)
-        info = {k.decode(): v.decode() for k, v in self.redis.hgetall(key).items()}
-        if not info or info.get("announced") or int(info.get("ended", 0)) < int(info.get("total", 1)):
-            return
-        counts = {s: int(info.get(s.lower(), 0)) for s in (SUCCESS, FAILURE, REVOKED)}
-        event = Event(
-            f"{batch}.completed", "batch.completed", batch, {"counts": counts, "total": int(info["total"])}, time.time()
-        )
-        self._publish(event, {"tenant": info.get("tenant", ""), "webhook": info.get("webhook", "")})
-        self.redis.hset(key, "announced", event.at)
-
-    def _record(self, job_id: str) -> dict[str, str]:
+    def record(self, job_id: str) -> dict[str, str]:
+        """The job's API record (tenant, batch, webhook, state...), or ``{}`` for a job sent otherwise."""
         raw = self.redis.hgetall(keys.JOB.format(job_id))
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else {}
+
+    def webhook(self, event: Event, record: dict[str, str]) -> wire.Envelope | None:
+        """The notifier's message delivering ``event``, if the record asks for a webhook of its type."""
+        url = record.get("webhook")
+        wanted = (record.get("webhook_events") or "completed").split(",")
+        if not url or event.type.split(".", 1)[1] not in wanted:
+            return None
+        delivery = Delivery(event.id, url, record.get("tenant", ""), event.job_id, event.body(), time.time())
+        return wire.envelope(
+            f"webhook-{event.id}-{uuid.uuid4().hex[:8]}",
+            delivery.to_dict(),
+            self.settings.webhook_queue,
+            0,
+            task=WEBHOOK_TASK,
+        )
 
     def _publish(self, event: Event, record: dict[str, str] | None = None) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -169,19 +188,9 @@ class Announcer:
             maxlen=self.settings.events_max,
             approximate=True,
         )
-        record = self._record(event.job_id) if record is None else record
-        url = record.get("webhook")
-        wanted = (record.get("webhook_events") or "completed").split(",")
-        if url and event.type.split(".", 1)[1] in wanted:
-            delivery = Delivery(event.id, url, record.get("tenant", ""), event.job_id, event.body(), time.time())
-            e = wire.envelope(
-                f"webhook-{event.id}-{uuid.uuid4().hex[:8]}",
-                delivery.to_dict(),
-                self.settings.webhook_queue,
-                0,
-                task=WEBHOOK_TASK,
-            )
-            pipe.lpush(e.list_name, e.payload)
+        webhook = self.webhook(event, self.record(event.job_id) if record is None else record)
+        if webhook is not None:
+            pipe.lpush(webhook.list_name, webhook.payload)
         pipe.execute()
 
 

@@ -7,9 +7,13 @@ recovers abandoned jobs reads both atomically). Every key has a TTL or a cap:
 key                         type   written by                              bounded by
 =========================== ====== ======================================= =====================================
 ``stylequeue:lease:<job>``  string the run holding the job: ``owner|tag``  ``STYLEQUEUE_LEASE_TTL_S``, renewed
-``stylequeue:done:<job>``   string the run that ended the job: final state ``STYLEQUEUE_RESULT_EXPIRES_S``
-``stylequeue:runs:<job>``   int    each run start; deleted at the job's end ``STYLEQUEUE_RESULT_EXPIRES_S``
+``stylequeue:done:<job>``   string whoever ended the job (``ending.end``,   ``STYLEQUEUE_RESULT_EXPIRES_S``
+                                   the only writer): its final state
+``stylequeue:runs:<job>``   set    each run start (its owner); a run that  ``STYLEQUEUE_RESULT_EXPIRES_S``
+                                   steps aside removes itself; deleted at
+                                   the job's end: who remains crashed
 ``stylequeue:cancel:<job>`` string ``stylequeue cancel``                   ``STYLEQUEUE_RESULT_EXPIRES_S``
+``stylequeue:tenth:<job>``  string the worker: tenths of the way announced ``STYLEQUEUE_RESULT_EXPIRES_S``
 ``stylequeue:jobs``         zset   the client at submit, the worker at     ``STYLEQUEUE_JOBS_INDEX_MAX`` entries,
                                    start (job id → first seen, epoch s)    none older than the result expiry
 ``stylequeue:dead``         hash   the worker: dead letters                ``STYLEQUEUE_DEAD_LETTERS_MAX``
@@ -50,6 +54,7 @@ LEASE = "stylequeue:lease:{}"
 DONE = "stylequeue:done:{}"
 RUNS = "stylequeue:runs:{}"
 CANCEL = "stylequeue:cancel:{}"
+PROGRESS = "stylequeue:tenth:{}"
 JOBS = "stylequeue:jobs"
 DEAD = "stylequeue:dead"
 DEAD_INDEX = "stylequeue:dead:index"

@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from producer.broker import ending
+from producer.broker.events import Announcer
 from producer.core.contract import Job, ObjectRef
+from producer.core.settings import Settings
 from producer.core.states import FAILURE, SUCCESS, FinalState
 from worker.nst.engine import State
 from worker.runtime.checkpoint import Checkpointer, fingerprint
@@ -60,7 +63,7 @@ def test_a_stale_run_cannot_retake_the_lease_of_an_ended_job(fresh_redis: Any) -
     stale = Lease(fresh_redis, "j5", "t1", ttl_s=0.3)
     assert stale.acquire()
     fresh_redis.delete(stale.key)
-    JobRecord(fresh_redis, "j5", 60).settle(FinalState(SUCCESS, 1.0))  # another run finished it
+    ending.end(fresh_redis, Announcer(fresh_redis, Settings()), "j5", FinalState(SUCCESS, 1.0))  # another run did
     with pytest.raises(Superseded) as err:
         stale.ensure()
     assert err.value.ended
@@ -69,7 +72,8 @@ def test_a_stale_run_cannot_retake_the_lease_of_an_ended_job(fresh_redis: Any) -
         Lease(fresh_redis, "j5", "t2", ttl_s=1).acquire()
 
 
-def test_commit_and_run_counter_are_fenced(fresh_redis: Any) -> None:
+def test_the_end_and_the_runs_set_are_fenced(fresh_redis: Any) -> None:
+    announcer = Announcer(fresh_redis, Settings())
     record = JobRecord(fresh_redis, "j6", 60)
     first = Lease(fresh_redis, "j6", "t1", ttl_s=5)
     assert first.acquire()
@@ -79,15 +83,35 @@ def test_commit_and_run_counter_are_fenced(fresh_redis: Any) -> None:
     second = Lease(fresh_redis, "j6", "t2", ttl_s=5)
     assert second.acquire()
     assert record.start_run(second) == 1  # one earlier run never ended
-    with pytest.raises(Superseded):
-        record.commit(first, FinalState(FAILURE, 1.0, error_type="X"))  # the stale run writes nothing
-    assert record.final() is None and int(fresh_redis.get(record.runs_key)) == 2
-    record.commit(second, FinalState(SUCCESS, 2.0))
+    stale = ending.end(fresh_redis, announcer, "j6", FinalState(FAILURE, 1.0, error_type="X"), lease=first.value)
+    assert stale.held and not stale.applied  # the stale run writes nothing
+    assert record.final() is None and fresh_redis.scard(record.runs_key) == 2
+    record.leave(first)  # it steps aside: no crash
+    assert fresh_redis.scard(record.runs_key) == 1
+    assert ending.end(fresh_redis, announcer, "j6", FinalState(SUCCESS, 2.0), lease=second.value).applied
     assert record.final().state == SUCCESS
     assert not fresh_redis.exists(record.runs_key) and not fresh_redis.exists(second.key)
-    assert not record.settle(FinalState(FAILURE, 3.0))  # a final state stays final
+    late = ending.end(fresh_redis, announcer, "j6", FinalState(FAILURE, 3.0))
+    assert not late.applied and late.final.state == SUCCESS  # a final state stays final
     first.release()
     second.release()
+
+
+def test_a_run_that_steps_aside_is_not_counted_as_a_crash(fresh_redis: Any) -> None:
+    record = JobRecord(fresh_redis, "j7", 60)
+    for n in range(3):  # three runs in turn, each superseded or handed back, none crashed
+        lease = Lease(fresh_redis, "j7", f"t{n}", ttl_s=5)
+        assert lease.acquire()
+        assert record.start_run(lease) == 0
+        record.leave(lease)
+        lease.release()
+    crashed = Lease(fresh_redis, "j7", "tc", ttl_s=5)
+    assert crashed.acquire() and record.start_run(crashed) == 0
+    crashed._stop.set()
+    fresh_redis.delete(crashed.key)  # it died holding the job: it never leaves
+    last = Lease(fresh_redis, "j7", "tl", ttl_s=5)
+    assert last.acquire() and record.start_run(last) == 1
+    last.release()
 
 
 def test_the_heartbeat_never_outlives_its_run_even_when_redis_hangs(unit_redis_server: Any, fresh_redis: Any) -> None:

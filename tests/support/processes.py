@@ -139,20 +139,29 @@ def redis_clients_from(redis: Any, ports: set[int]) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def own_workers(
-    stack_env: dict[str, str], tmp_path: Path, name: str, count: int = 1, **overrides: str
+    stack_env: dict[str, str],
+    tmp_path: Path,
+    name: str,
+    count: int = 1,
+    each: list[dict[str, str]] | None = None,
+    **overrides: str,
 ) -> Iterator[tuple[Any, list[WorkerProcess]]]:
     """``count`` workers on their own queue ``stylequeue-<name>`` (so the session worker never takes
-    their jobs), each with its own health dir, and a client for that queue; stopped on exit."""
+    their jobs), each with its own health dir, and a client for that queue; stopped on exit.
+    ``each`` gives every worker settings of its own (and the count)."""
     from producer.client import Client
     from producer.core.settings import Settings
 
     env = {**stack_env, "STYLEQUEUE_QUEUE": f"stylequeue-{name}", "STYLEQUEUE_METRICS_PORT": "0", **overrides}
     client = Client(Settings.from_env(env))
+    own = each if each is not None else [{} for _ in range(count)]
     workers = [
         WorkerProcess(
-            {**env, "STYLEQUEUE_HEALTH_DIR": str(tmp_path / f"health-{i}")}, tmp_path / f"worker-{i}.log", f"{name}{i}"
+            {**env, "STYLEQUEUE_HEALTH_DIR": str(tmp_path / f"health-{i}"), **mine},
+            tmp_path / f"worker-{i}.log",
+            f"{name}{i}",
         )
-        for i in range(count)
+        for i, mine in enumerate(own)
     ]
     try:
         for w in workers:

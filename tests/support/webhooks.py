@@ -86,7 +86,17 @@ class WebhookReceiver:
         return {e["type"]: e for e in list(self.processed.values()) if e["data"]["id"] == job_id}
 
     def tries(self, event_id: str) -> int:
+        """Attempts of the event ``event_id``."""
         return sum(1 for a in list(self.attempts) if a["id"] == event_id)
+
+    def completions(self, job_id: str) -> dict[str, int]:
+        """Attempts of each ``completed`` event about ``job_id`` (or a batch), by event id
+        (``<id>.completed.<end time in ms>``: one id per end)."""
+        counts: dict[str, int] = {}
+        for a in list(self.attempts):
+            if a["id"].startswith(f"{job_id}.completed."):
+                counts[a["id"]] = counts.get(a["id"], 0) + 1
+        return counts
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -90,12 +90,12 @@ def test_a_job_running_past_the_visibility_timeout_is_not_delivered_again(
                 assert redis.exists(lease), "the lease lapsed while the run was alive"
                 time.sleep(0.5)
             assert job.status() == "PROGRESS"
-            assert int(redis.get(keys.RUNS.format(job.id)) or 0) == 1  # one run ever started
+            assert redis.scard(keys.RUNS.format(job.id)) == 1  # one run ever started
             assert depth(redis, "stylequeue-vis").ready == {p: 0 for p in range(10)}  # not put back on any list
             assert not [r for w in workers for r in w.lines() if r.get("event", "").startswith("delivery_")]
             at = job.progress().iteration
         wait_for(lambda: (p := job.progress()) is not None and p.iteration > at, 120, "the same run going on")
-        assert int(redis.get(keys.RUNS.format(job.id)) or 0) == 1
+        assert redis.scard(keys.RUNS.format(job.id)) == 1
 
         assert job.cancel() == "stopping"
         with pytest.raises(JobFailed, match="JobCancelled"):

@@ -165,3 +165,17 @@ class Checkpointer:
             self.store.delete(self.ref)
         except StylequeueError as e:
             log.warning("checkpoint %s not deleted: %s", self.ref.uri, e)
+
+
+def remove(store: Store, output: ObjectRef, job_id: str) -> None:
+    """Remove the checkpoint one of this job's runs left, if any; never raises.
+
+    For a job that ended without this run's saving it: adopted, failed, cancelled.
+    """
+    ref = ObjectRef(output.bucket, f"{output.key}.checkpoint.npz")
+    try:
+        found = store.stat(ref)
+        if found is not None and found.metadata.get("job-id") == job_id:
+            store.delete(ref)
+    except StylequeueError as e:
+        log.warning("checkpoint %s not removed: %s", ref.uri, e)

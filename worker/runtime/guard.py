@@ -11,13 +11,14 @@ compare-and-set scripts, so it holds across workers and machines:
   renewal) re-takes it if nobody holds it and goes on; if another live run holds it, this run is
   :class:`Superseded`: it stops without publishing, and the other one finishes.
 * **Fences.** A run checks it still holds the lease right before each write that matters (a
-  checkpoint, the upload) and ends the job with one atomic script that checks the lease and
-  writes the done marker; a stale run never overwrites a newer run's marker or counter (the
+  checkpoint, the upload) and ends the job through :func:`producer.broker.ending.end`, whose
+  script checks the lease in the same step; a stale run never overwrites a newer run's end (the
   object store's conditional writes fence its objects, see :mod:`worker.runtime.jobs`).
-* **Done marker** ``stylequeue:done:<job>``: the job's final state (``SUCCESS`` with its result,
-  ``FAILURE`` or ``REVOKED`` with the error). Later deliveries republish it and never run again.
-* **Runs counter** ``stylequeue:runs:<job>``: incremented when a run starts, removed when a run
-  ends the job. Runs that never ended killed their worker (OOM, segfault); at
+* **Done marker** ``stylequeue:done:<job>``: the job's final state, written once by
+  :mod:`producer.broker.ending`. Later deliveries republish it and never run again.
+* **Runs set** ``stylequeue:runs:<job>``: each run adds itself when it starts; a run that stops
+  without ending the job (it stepped aside for another run, or handed the job back) removes
+  itself; the job's end deletes the set. Runs left in it killed their worker (OOM, segfault); at
   ``STYLEQUEUE_MAX_WORKER_LOSSES`` of them the job fails instead of killing worker after worker.
 """
 
@@ -30,7 +31,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from producer import broker
@@ -46,11 +46,8 @@ log = logging.getLogger(__name__)
 _ACQUIRE = scripts.load("worker.runtime", "lease_acquire")
 _RENEW = scripts.load("worker.runtime", "lease_renew")
 _RELEASE = scripts.load("worker.runtime", "lease_release")
-# Count a run start, only while holding the lease. KEYS: lease, runs. Returns the count or -1.
 _START_RUN = scripts.load("worker.runtime", "lease_start_run")
-# End the job, only while holding the lease: done marker, runs counter and lease in one step.
-# KEYS: lease, done, runs. ARGV: lease value, final state JSON, expiry (s).
-_COMMIT = scripts.load("worker.runtime", "lease_commit")
+_LEAVE = scripts.load("worker.runtime", "lease_leave")
 
 
 class Superseded(Exception):
@@ -194,23 +191,18 @@ class Lease:
 
 
 class JobRecord:
-    """The done marker and runs counter of one job (see the module docstring).
+    """The done marker (read) and runs set of one job (see the module docstring).
 
     Args:
         redis: Client of the broker's Redis.
         job_id: The job.
-        expires_s: How long the markers live (the result expiry).
-        on_final: Called with the final state once this record wrote it (events, webhooks);
-            its errors are logged, never raised.
+        expires_s: How long the runs set lives (the result expiry).
     """
 
-    def __init__(
-        self, redis: Any, job_id: str, expires_s: int, on_final: Callable[[str, FinalState], None] | None = None
-    ) -> None:
+    def __init__(self, redis: Any, job_id: str, expires_s: int) -> None:
         self.redis = redis
         self.job_id = job_id
         self.expires_s = expires_s
-        self.on_final = on_final
         self.done_key = keys.DONE.format(job_id)
         self.runs_key = keys.RUNS.format(job_id)
 
@@ -237,38 +229,15 @@ class JobRecord:
             return self.start_run(lease)
         return n - 1
 
-    def commit(self, lease: Lease, final: FinalState) -> None:
-        """End the job with ``final``, atomically with a check that this run holds the lease.
+    def leave(self, lease: Lease) -> None:
+        """This run stops without ending the job, and did not crash: it leaves the runs set.
 
-        Raises:
-            Superseded: another run holds the job; nothing was written.
+        Best effort: a run that cannot reach Redis stays counted.
         """
-        value = json.dumps(final.to_dict(), separators=(",", ":"))
-        if not _COMMIT(self.redis, 3, lease.key, self.done_key, self.runs_key, lease.value, value, self.expires_s):
-            lease.ensure()  # the lease expired with nobody else holding it: re-take, commit again
-            self.commit(lease, final)
-            return
-        self._ended(final)
-
-    def settle(self, final: FinalState) -> bool:
-        """Record ``final`` unless the job already has a final state; return whether it wrote.
-
-        For jobs that never held a lease: refused messages, invalid jobs, runs killed by the hard
-        time limit.
-        """
-        value = json.dumps(final.to_dict(), separators=(",", ":"))
-        wrote = bool(self.redis.set(self.done_key, value, ex=self.expires_s, nx=True))
-        if wrote:
-            self._ended(final)
-        return wrote
-
-    def _ended(self, final: FinalState) -> None:
-        if self.on_final is None:
-            return
         try:
-            self.on_final(self.job_id, final)
-        except Exception as e:  # the job's end is recorded; its announcement is best effort
-            log.error("job %s: its end was not announced: %s", self.job_id, e)
+            _LEAVE(self.redis, 1, self.runs_key, lease.value)
+        except Exception as e:
+            log.warning("job %s: this run could not leave the runs set: %s", self.job_id, e)
 
 
 def _with_timeout(redis: Any, timeout_s: float) -> Any:

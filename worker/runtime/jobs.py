@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 
 from producer.core import access, formats
 from producer.core.contract import Job, ObjectRef
-from producer.core.errors import InvalidJob, JobCancelled, StoreUnavailable, WriteConflict
+from producer.core.errors import InvalidJob, StoreUnavailable, WriteConflict
 from producer.core.retrying import patiently
 from producer.core.states import JobResult
 from worker.nst import budget, images, tiling
-from worker.runtime import Runtime
+from worker.runtime import Runtime, checkpoint
 from worker.runtime.checkpoint import Checkpointer, fingerprint
 from worker.runtime.guard import Lease
 
@@ -53,7 +53,8 @@ def run(
         rt: Engine, store and settings of this process.
         lease: This run's lease on the job (checked before every write).
         commit: Records the job's end (called once the output is in the store, before the
-            checkpoint is removed); raises :class:`~worker.runtime.guard.Superseded` if the run lost the job.
+            checkpoint is removed; a cancelled or failed job's checkpoint is the caller's to remove
+            once it recorded that end); raises :class:`~worker.runtime.guard.Superseded` if the run lost the job.
         on_progress: Receives each :class:`worker.nst.engine.Progress`; may raise to abort.
 
     Raises:
@@ -69,6 +70,7 @@ def run(
             result = _adopt(existing, one.output, job_id, one.fmt)
             log.info("job %s: its output is already written: adopted", job_id, extra={"event": "output_adopted"})
             commit(result)
+            checkpoint.remove(rt.store, one.output, job_id)  # a run that wrote the output and died left it
             return result
         if "job-id" not in existing.metadata:
             raise InvalidJob(
@@ -88,20 +90,18 @@ def run(
         lease,
     )
     saved = one.resumable(one.patient(checkpoints.load, "reading the checkpoint"), plan)
-    try:
-        outcome = rt.engine.transfer(
-            content,
-            styles,
-            job.params,
-            style_blend=job.style_weights,
-            callback=on_progress,
-            on_state=checkpoints.maybe_save,
-            resume=saved,
-            start=started,
-        )
-    except JobCancelled:
-        checkpoints.delete()  # a cancelled job never resumes: its checkpoint would only be left behind
-        raise
+    # A cancelled or failed job's checkpoint goes once its end is recorded (by the task): not here,
+    # where a run that lost the job would delete what the run holding it resumes from.
+    outcome = rt.engine.transfer(
+        content,
+        styles,
+        job.params,
+        style_blend=job.style_weights,
+        callback=on_progress,
+        on_state=checkpoints.maybe_save,
+        resume=saved,
+        start=started,
+    )
     data = images.encode(outcome.image, one.fmt.name)
     result = one.result(outcome, len(data), saved.iteration if saved is not None else 0, time.perf_counter() - started)
     result = one.patient(lambda: one.upload(data, result, existing), "writing the output")

@@ -1,8 +1,11 @@
-"""A job that fails for good is kept as a dead letter, and its end is recorded as final.
+"""A job that fails for good is kept as a dead letter.
 
 Runs on Celery's ``task_failure``: in the pool child for errors the task raised, in the parent
-for a run killed by the hard time limit. Either way the job's final state is settled (if its run
-did not record it, as a killed run cannot), so no later delivery runs the job again.
+for a run killed by the hard time limit. The job's end itself is recorded before the signal (by
+the task, or for a killed run by the task's result backend, see :mod:`worker.tasks`); an error
+that escaped the task ends the job here. A dead letter is kept only when the job's recorded end
+is ``FAILURE``: not when a live run still holds the job (a killed stale run), nor when the job
+ended otherwise first.
 """
 
 from __future__ import annotations
@@ -13,18 +16,18 @@ from typing import Any
 from celery.signals import task_failure
 
 from producer import broker
-from producer.broker import deadletters
+from producer.broker import deadletters, ending
 from producer.broker.events import Announcer
 from producer.core.settings import Settings
 from producer.core.states import FAILURE, FinalState
-from worker.runtime.guard import JobRecord, now
+from worker.runtime.guard import now
 
 log = logging.getLogger(__name__)
 
 
 def install(settings: Settings) -> None:
     """Record a dead letter for every job that fails for good."""
-    redis: list[Any] = []
+    announcers: list[Announcer] = []
 
     @task_failure.connect(weak=False)
     def _failed(
@@ -32,18 +35,23 @@ def install(settings: Settings) -> None:
     ) -> None:
         from worker.signals import metrics
 
-        if not redis:
-            redis.append(broker.connect(settings.broker_url))
+        if not announcers:
+            announcers.append(Announcer(broker.connect(settings.broker_url), settings))
+        redis = announcers[0].redis
         payload = args[0] if args else None
         if len(repr(payload)) > settings.max_message_bytes:
             payload = None  # an oversized message is not copied into Redis again
         error_type, message = type(exception).__name__, str(exception)
         try:
-            JobRecord(redis[0], task_id, settings.result_expires_s, Announcer(redis[0], settings).ended).settle(
-                FinalState(FAILURE, now(), error_type=error_type, error_message=message)
+            ended = ending.end(
+                redis, announcers[0], task_id, FinalState(FAILURE, now(), error_type=error_type, error_message=message)
             )
+            if ended.final is None or ended.final.state != FAILURE:
+                log.info("job %s: %s: no dead letter (%s)", task_id, error_type, "held" if ended.held else "ended")
+                return
+            error_type, message = ended.final.error_type or error_type, ended.final.error_message or message
             dropped = deadletters.record(
-                redis[0],
+                redis,
                 task_id,
                 payload,
                 error_type,

@@ -15,12 +15,12 @@ from typing import Any
 from celery.signals import task_rejected
 
 from producer import broker
-from producer.broker import deadletters
+from producer.broker import deadletters, ending
 from producer.broker.events import Announcer
 from producer.core.errors import InvalidJob
 from producer.core.settings import Settings
 from producer.core.states import FAILURE, FinalState
-from worker.runtime.guard import JobRecord, now
+from worker.runtime.guard import now
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,13 @@ def install(settings: Settings) -> None:
         error = InvalidJob("message", f"refused: {type(exc).__name__}: {exc}"[:500])
         try:
             redis = broker.connect(settings.broker_url)
-            JobRecord(redis, job_id, settings.result_expires_s, Announcer(redis, settings).ended).settle(
-                FinalState(FAILURE, now(), error_type=InvalidJob.__name__, error_message=str(error))
-            )
+            final = FinalState(FAILURE, now(), error_type=InvalidJob.__name__, error_message=str(error))
+            ended = ending.end(redis, Announcer(redis, settings), job_id, final)
+            if not ended.applied:  # a live run holds that job id, or it had ended: nothing to add
+                log.warning(
+                    "refused message %s: the job is %s; left as it is", job_id, "held" if ended.held else "ended"
+                )
+                return
             sender.app.backend.mark_as_failure(job_id, error)
             deadletters.record(
                 redis,

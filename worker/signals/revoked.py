@@ -14,11 +14,13 @@ from typing import Any
 from celery.signals import task_revoked
 
 from producer import broker
+from producer.broker import ending
 from producer.broker.cancellation import CANCELLED_ERROR
 from producer.broker.events import Announcer
 from producer.core.settings import Settings
 from producer.core.states import REVOKED, FinalState
-from worker.runtime.guard import JobRecord, now
+from worker.runtime import finish
+from worker.runtime.guard import now
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ def install(settings: Settings) -> None:
             if not redis:
                 redis.append(broker.connect(settings.broker_url))
             final = FinalState(REVOKED, now(), error_type=CANCELLED_ERROR, error_message=f"job {job_id} was revoked")
-            JobRecord(redis[0], job_id, settings.result_expires_s, Announcer(redis[0], settings).ended).settle(final)
+            ended = ending.end(redis[0], Announcer(redis[0], settings), job_id, final)
+            if ended.final is not None and not ended.applied:  # it had ended otherwise: say that again
+                finish.publish(sender.backend, job_id, ended.final, request)
         except Exception as e:  # Celery has recorded REVOKED in the result backend either way
             log.error("revoked job %s: its end was not recorded: %s", job_id, e)
