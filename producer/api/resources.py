@@ -38,6 +38,9 @@ from producer.tenants import Tenant
 
 #: The states ``GET /v1/jobs?state=`` filters by (a job in ``PROGRESS`` is listed as ``STARTED``).
 LISTED_STATES = (PENDING, STARTED, SUCCESS, FAILURE, REVOKED)
+#: Jobs a filtered page looks at, at most, whatever its ``limit``: one request costs Redis a
+#: bounded amount of work; a page may then hold fewer jobs than asked (or none) with a cursor.
+SCAN_MAX = 1000
 #: Content types an upload may declare.
 UPLOAD_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -128,7 +131,8 @@ class Views:
 
         ``cursor`` is the last id of the previous page (``next_cursor``); new jobs arriving
         meanwhile do not shift the pages after it. A ``state`` filter looks at most
-        ``100 × limit`` jobs per page.
+        :data:`SCAN_MAX` jobs per request: a page may hold fewer than ``limit`` jobs, or none,
+        and still have a ``next_cursor`` (the last job looked at) to go on from.
 
         Raises:
             InvalidJob: an unknown state, or a cursor that is not (or no longer) in the index.
@@ -142,12 +146,13 @@ class Views:
                 raise InvalidJob("cursor", "is not a job of this list (it may have expired): start again")
             start = rank + 1
         jobs: list[dict[str, Any]] = []
-        scanned, chunk = 0, max(limit, 100)
+        budget = limit if state is None else SCAN_MAX
+        scanned = 0
         last: str | None = None
-        while len(jobs) < limit and scanned < 100 * limit:
+        while len(jobs) < limit and scanned < budget:
+            chunk = min(max(limit, 100), budget - scanned)
             entries = self.redis.zrevrange(index, start + scanned, start + scanned + chunk - 1, withscores=True)
             if not entries:
-                last = None
                 break
             for summary in self._summaries([(m.decode(), s) for m, s in entries]):
                 scanned += 1
