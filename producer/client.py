@@ -268,12 +268,12 @@ class Client:
         self.publish_retry_s = self.timeout_s if publish_retry_s is None else publish_retry_s
         self.app = app if app is not None else make_celery(self.settings, client_timeout_s=self.timeout_s)
         #: The broker's Redis: the queue, the job index and stylequeue's job keys.
-        self.redis = broker.connect(self.settings.broker_url, timeout_s=self.timeout_s)
+        self.redis = broker.of(self.settings, self.timeout_s)
         #: The result backend's Redis (the broker's unless STYLEQUEUE_RESULT_BACKEND says otherwise).
         self.backend_redis = (
             self.redis
             if self.settings.backend_url == self.settings.broker_url
-            else broker.connect(self.settings.backend_url, timeout_s=self.timeout_s)
+            else broker.of(self.settings, self.timeout_s, backend=True)
         )
 
     def call(self, action: Callable[[], T], repeat: bool = True, budget_s: float | None = None) -> T:
@@ -522,16 +522,24 @@ class Client:
 
         def attempt() -> None:
             nonlocal maybe_sent
-            if maybe_sent and wire.went_through(self.redis, batch_id):
-                return  # the reply was lost, the transaction was not
-            try:
-                wire.push(
-                    self.redis, batch, self.settings.jobs_index_max, self.settings.result_expires_s, batch_id, on_batch
-                )
-            except broker.errors() as e:
-                # A failure to connect sent nothing; any other may have come after EXEC.
-                maybe_sent = maybe_sent or "connecting to" not in str(e)
-                raise
+            if not (maybe_sent and wire.went_through(self.redis, batch_id)):  # else: its reply was lost
+                try:
+                    wire.push(
+                        self.redis,
+                        batch,
+                        self.settings.jobs_index_max,
+                        self.settings.result_expires_s,
+                        batch_id,
+                        on_batch,
+                    )
+                except broker.errors() as e:
+                    # A failure to connect sent nothing; any other may have come after EXEC.
+                    maybe_sent = maybe_sent or "connecting to" not in str(e)
+                    raise
+            maybe_sent = True
+            # Acknowledged only once replicas have it (STYLEQUEUE_REDIS_MIN_REPLICAS): a failover
+            # right after cannot lose it. NotReplicated is retried like an outage, then reported.
+            broker.replicated(self.redis, self.settings)
 
         try:
             self.call(attempt, budget_s=self.publish_retry_s)

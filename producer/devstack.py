@@ -135,6 +135,7 @@ class RedisServer(Service):
         appendonly: Persist with the append-only file (survives a restart).
         password: Require this password (Redis AUTH).
         options: More ``redis-server`` options, e.g. ``{"appendfsync": "always"}``.
+        replica_of: Port of a primary on 127.0.0.1 to replicate (a replica).
     """
 
     name = "redis"
@@ -146,6 +147,7 @@ class RedisServer(Service):
         appendonly: bool = False,
         password: str | None = None,
         options: dict[str, str] | None = None,
+        replica_of: int | None = None,
     ) -> None:
         super().__init__()
         self.dir = Path(directory)
@@ -153,6 +155,7 @@ class RedisServer(Service):
         self.appendonly = appendonly
         self.password = password
         self.options = dict(options or {})
+        self.replica_of = replica_of
 
     @property
     def url(self) -> str:
@@ -184,6 +187,8 @@ class RedisServer(Service):
             argv += ["--requirepass", self.password]
         for name, value in self.options.items():
             argv += [f"--{name}", value]
+        if self.replica_of:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         proc = self._spawn(argv, self.dir / "redis.log")
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         _wait(client.ping, f"redis-server on port {self.port}", timeout_s, proc)
@@ -263,3 +268,120 @@ class SeaweedS3(Service):
         return make_client(
             Settings(s3_endpoint_url=self.endpoint), aws_access_key_id=DEV_KEY, aws_secret_access_key=DEV_KEY
         )
+
+
+class SentinelSet:
+    """A primary ``redis-server``, its replicas and Sentinels watching them, all on free ports.
+
+    What ops run for Redis high availability, small: ``redis-server FILE --sentinel`` (the same
+    binary) for each Sentinel, watching master ``name``; a primary down for ``down_after_ms``
+    is replaced by a replica the Sentinels promote.
+
+    Args:
+        directory: Working directory (one folder per server).
+        name: The master name the Sentinels use (``STYLEQUEUE_REDIS_MASTER_NAME``).
+        replicas: How many replicas.
+        sentinels: How many Sentinels (a quorum of a majority of them).
+        down_after_ms: How long the primary must be unreachable before a failover (ms).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        name: str = "stylequeue",
+        replicas: int = 2,
+        sentinels: int = 3,
+        down_after_ms: int = 2000,
+    ) -> None:
+        self.dir = Path(directory)
+        self.name = name
+        self.down_after_ms = down_after_ms
+        self.primary = RedisServer(self.dir / "redis-0")
+        self.replicas = [
+            RedisServer(self.dir / f"redis-{i + 1}", replica_of=self.primary.port) for i in range(replicas)
+        ]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self._sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        """The primary it started with, then the replicas (which one leads changes with failovers)."""
+        return [self.primary, *self.replicas]
+
+    @property
+    def url(self) -> str:
+        """The ``sentinel://h1:p1;sentinel://h2:p2;.../0`` URL (kombu's syntax) of the Sentinels."""
+        return ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports) + "/0"
+
+    def start(self, timeout_s: float = 30.0) -> SentinelSet:
+        """Start every server and Sentinel; wait until the replicas are in sync and the Sentinels agree."""
+        import redis
+
+        for server in self.servers:
+            server.start()
+        quorum = len(self.sentinel_ports) // 2 + 1
+        for i, port in enumerate(self.sentinel_ports):
+            folder = self.dir / f"sentinel-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            conf = folder / "sentinel.conf"  # Sentinels rewrite their file: one each, writable
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                f"sentinel monitor {self.name} 127.0.0.1 {self.primary.port} {quorum}\n"
+                f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.name} 10000\n"
+                f"sentinel parallel-syncs {self.name} 1\n"
+            )
+            output = open(folder / "sentinel.log", "wb")  # noqa: SIM115 - lives as long as the process
+            self._sentinels.append(
+                subprocess.Popen(
+                    [find_binary("redis-server"), str(conf), "--sentinel"],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+        def ready() -> bool:
+            primary = redis.Redis(port=self.primary.port, socket_timeout=1)
+            synced = [
+                r for r in primary.info("replication").values() if isinstance(r, dict) and r.get("state") == "online"
+            ]
+            if len(synced) < len(self.replicas):
+                return False
+            for port in self.sentinel_ports:
+                master: Any = redis.Redis(port=port, socket_timeout=1).sentinel_master(self.name)
+                if (
+                    master["num-slaves"] < len(self.replicas)
+                    or master["num-other-sentinels"] < len(self.sentinel_ports) - 1
+                ):
+                    return False
+            return True
+
+        _wait(ready, f"Sentinels watching {self.name}", timeout_s, self._sentinels[0])
+        log.info("Sentinel set %s ready: primary %d, sentinels %s", self.name, self.primary.port, self.sentinel_ports)
+        return self
+
+    def kill_sentinel(self, index: int) -> None:
+        """SIGKILL Sentinel ``index`` (0: the first of :attr:`url`)."""
+        proc = self._sentinels[index]
+        proc.kill()
+        proc.wait()
+
+    def leader_port(self) -> int:
+        """The port of the primary the Sentinels name now."""
+        import redis
+
+        for port in self.sentinel_ports:
+            try:
+                address: Any = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(self.name)
+                return int(address[1])
+            except Exception:
+                continue
+        raise RuntimeError("no Sentinel answered")
+
+    def stop(self) -> None:
+        """Stop the Sentinels and every server."""
+        for proc in self._sentinels:
+            stop_group(proc, 5.0)
+        for server in self.servers:
+            server.stop()

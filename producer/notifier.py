@@ -89,7 +89,7 @@ def _settings() -> Settings:
 
 @functools.lru_cache(maxsize=1)
 def _redis() -> Any:
-    return broker.connect(_settings().broker_url)
+    return broker.of(_settings())
 
 
 @functools.lru_cache(maxsize=1)
@@ -325,7 +325,7 @@ class Dispatcher:
     def __init__(self, settings: Settings, concurrency: int) -> None:
         self.settings = settings
         self.concurrency = max(1, concurrency)
-        self.redis = broker.connect(settings.broker_url)
+        self.redis = broker.of(settings)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="webhook")
         self._busy = threading.Semaphore(self.concurrency)
         self._stop = threading.Event()

@@ -220,7 +220,7 @@ def _parent_announcer() -> Announcer:
     """The pool parent's own connection for ending jobs (it has no runtime)."""
     if not _announcers:
         settings = Settings.from_env()
-        _announcers.append(Announcer(broker.connect(settings.broker_url), settings))
+        _announcers.append(Announcer(broker.of(settings), settings))
     return _announcers[0]
 
 

@@ -54,7 +54,7 @@ class Services:
         keys = KeysSource(settings)
         client = Client(settings, publish_retry_s=2.0)
         redis = client.redis
-        views = resources.Views(settings, redis, broker.connect(settings.backend_url, timeout_s=2.0))
+        views = resources.Views(settings, redis, broker.of(settings, 2.0, backend=True))
         return cls(settings, keys, client, redis, Announcer(redis, settings), views, ApiMetrics(redis))
 
 

@@ -32,7 +32,7 @@ _BACKEND_MAX_SLEEP_MS = 10_000
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for ``settings`` (a plain dict, easy to inspect and test)."""
-    transport = {
+    transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout,
         # One list per priority, with kombu's default separator: what any Celery client writes.
         "priority_steps": list(PRIORITY_STEPS),
@@ -42,11 +42,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_timeout": 30,
         "socket_connect_timeout": 5,
     }
+    backend_transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.redis_master_name:  # a sentinel:// URL: kombu's and Celery's own Sentinel support
+        sentinel: dict[str, Any] = {"master_name": settings.redis_master_name}
+        if settings.sentinel_password:
+            sentinel["sentinel_kwargs"] = {"password": settings.sentinel_password}
+        transport.update(sentinel)
+        backend_transport.update(sentinel)
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": backend_transport,
         "broker_connection_retry_on_startup": True,
         # A client keeps trying to publish across a short broker outage (~30 s) before failing.
         "task_publish_retry": True,

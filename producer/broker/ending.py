@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from producer import broker
 from producer.broker import keys, scripts
 from producer.broker.events import Announcer, Event
 from producer.core.states import FinalState
@@ -146,6 +147,9 @@ def end(
         return Ended(None, applied=False, held=True)
     recorded = FinalState.from_dict(json.loads(done))
     applied = outcome == "applied" or _text(done) == encode(final)
+    # Durable before the caller publishes it (STYLEQUEUE_REDIS_MIN_REPLICAS): NotReplicated makes
+    # the caller try the end again, which finds it recorded and waits for the replicas once more.
+    broker.replicated(redis, settings)
     if int(completed) and batch:
         announcer.batch_completed(batch, float(_text(completed_at) or time.time()))
     return Ended(recorded, applied=applied, batch=batch if int(completed) else None)

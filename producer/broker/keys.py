@@ -18,7 +18,8 @@ key                         type   written by                              bound
                                    start (job id → first seen, epoch s)    none older than the result expiry
 ``stylequeue:dead``         hash   the worker: dead letters                ``STYLEQUEUE_DEAD_LETTERS_MAX``
 ``stylequeue:dead:index``   zset   (job id → arrival: µs, strictly rising) entries, ``..._DEAD_LETTER_TTL_S``
-``stylequeue:sweeper``      string the worker sweeping this interval       ``STYLEQUEUE_SWEEP_INTERVAL_S``
+``stylequeue:sweeper:<q>`` string the worker sweeping queue q this        ``STYLEQUEUE_SWEEP_INTERVAL_S``
+                                   interval (one lock per queue)
 ``stylequeue:claim:<tag>``  string a worker that received a message, until ``STYLEQUEUE_PROC_ALIVE_TIMEOUT_S``
                                    its run takes the lease                 + 60 s
 ``stylequeue:events``       stream every job's state changes               ``STYLEQUEUE_EVENTS_MAX`` entries
@@ -39,6 +40,9 @@ key                         type   written by                              bound
                                    token of its attempt under way
 ``stylequeue:webhook:done:<e>`` string the notifier: the event ended       ``STYLEQUEUE_WEBHOOK_RETRY_FOR_S``
                                    (a late copy of it starts nothing)      + 1 hour
+``stylequeue:durable``      string any writer that waits for replicas       a minute
+                                   (Redis ``WAIT``): a write of its own that
+                                   the replicas confirm
 ``stylequeue:sent:<uuid>``  string the client, per batch sent: whether a   5 minutes
                                    batch whose reply was lost went through
 =========================== ====== ======================================= =====================================
@@ -58,7 +62,7 @@ PROGRESS = "stylequeue:tenth:{}"
 JOBS = "stylequeue:jobs"
 DEAD = "stylequeue:dead"
 DEAD_INDEX = "stylequeue:dead:index"
-SWEEPER = "stylequeue:sweeper"
+SWEEPER = "stylequeue:sweeper:{}"
 
 #: Every job's state changes, capped (see producer.broker.events).
 EVENTS = "stylequeue:events"
@@ -82,6 +86,8 @@ WEBHOOKS_CLAIMS = "stylequeue:webhooks:claims"
 WEBHOOK_DONE = "stylequeue:webhook:done:{}"
 CLAIM = "stylequeue:claim:{}"
 SENT = "stylequeue:sent:{}"
+#: A write of its own that a client waiting for replicas sends before ``WAIT`` (see broker.replicated).
+DURABLE = "stylequeue:durable"
 
 #: Celery's result key of a job (result backend).
 CELERY_META = "celery-task-meta-{}"

@@ -28,7 +28,7 @@ def run_queue(args: argparse.Namespace) -> int:
     from producer.core.settings import Settings
 
     settings = Settings.from_env()
-    client = broker.connect(settings.broker_url, 5.0)
+    client = broker.of(settings, 5.0)
     if args.serve is not None:
         from producer.broker.exporter import serve
 

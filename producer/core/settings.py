@@ -8,8 +8,17 @@ instance role, and stylequeue never logs or stores them.
 ========================================== ========================== ===========================================
 variable                                   default                    meaning
 ========================================== ========================== ===========================================
-``STYLEQUEUE_BROKER_URL``                  ``redis://localhost:6379/0`` Celery broker (``redis://`` or ``rediss://``);
+``STYLEQUEUE_BROKER_URL``                  ``redis://localhost:6379/0`` Celery broker (``redis://``, ``rediss://`` or
+                                                                      ``sentinel://``);
                                                                       also holds stylequeue's job keys
+``STYLEQUEUE_REDIS_MASTER_NAME``           (none)                     the Sentinel master's name, needed with a
+                                                                      ``sentinel://h1:26379;sentinel://h2:26379/0``
+                                                                      broker URL (kombu's syntax)
+``STYLEQUEUE_SENTINEL_PASSWORD``           (none)                     password of the Sentinels, if they need one
+``STYLEQUEUE_REDIS_MIN_REPLICAS``          ``1`` with Sentinel, else 0 replicas that must have a submitted job or
+                                                                      a job's end before it is acknowledged
+                                                                      (Redis ``WAIT``)
+``STYLEQUEUE_REDIS_WAIT_TIMEOUT_S``        ``2``                      how long ``WAIT`` waits for them (s)
 ``STYLEQUEUE_RESULT_BACKEND``              the broker URL             where states, progress and results live
 ``STYLEQUEUE_QUEUE``                       ``stylequeue``             queue the jobs go to
 ``STYLEQUEUE_CLIENT_TIMEOUT_S``            ``5``                      how long a client (``Client``, the CLI) tries
@@ -98,6 +107,10 @@ class Settings:
     """Deployment settings; see the module docstring for the environment variables."""
 
     broker_url: str = "redis://localhost:6379/0"
+    redis_master_name: str | None = None
+    sentinel_password: str | None = None
+    redis_min_replicas: int | None = None
+    redis_wait_timeout_s: float = 2.0
     result_backend: str | None = None
     queue: str = "stylequeue"
     client_timeout_s: float = 5.0
@@ -158,6 +171,18 @@ class Settings:
         return self.result_backend or self.broker_url
 
     @property
+    def sentinel(self) -> bool:
+        """Whether the broker is reached through Redis Sentinel (a ``sentinel://`` URL)."""
+        return self.broker_url.startswith("sentinel://")
+
+    @property
+    def min_replicas(self) -> int:
+        """Replicas that must acknowledge a submit or a job's end (``WAIT``): 1 with Sentinel, else 0."""
+        if self.redis_min_replicas is not None:
+            return self.redis_min_replicas
+        return 1 if self.sentinel else 0
+
+    @property
     def visibility_timeout(self) -> int:
         """Seconds before kombu itself redelivers an unacked job: by default 10 minutes past the hard limit.
 
@@ -195,6 +220,11 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.soft_time_limit_s >= settings.hard_time_limit_s:
             raise ConfigError("STYLEQUEUE_SOFT_TIME_LIMIT_S", "must be below STYLEQUEUE_HARD_TIME_LIMIT_S")
+        for url in (settings.broker_url, settings.backend_url):
+            if url.startswith("sentinel://") and not settings.redis_master_name:
+                raise ConfigError("STYLEQUEUE_REDIS_MASTER_NAME", "is needed with a sentinel:// URL")
+        if settings.redis_min_replicas is not None and settings.redis_min_replicas < 0:
+            raise ConfigError("STYLEQUEUE_REDIS_MIN_REPLICAS", "must be >= 0")
         if settings.log_format not in ("text", "json"):
             raise ConfigError("STYLEQUEUE_LOG_FORMAT", f"{settings.log_format!r} is not 'text' or 'json'")
         if settings.client_timeout_s <= 0:

@@ -84,7 +84,8 @@ def test_step_aside_drops_only_when_the_holders_message_is_safe(fresh_redis: Any
 
 
 def test_only_one_worker_sweeps_an_interval(fresh_redis: Any) -> None:
-    assert recovery.try_lock(fresh_redis, 10) and not recovery.try_lock(fresh_redis, 10)
+    assert recovery.try_lock(fresh_redis, "q", 10) and not recovery.try_lock(fresh_redis, "q", 10)
+    assert recovery.try_lock(fresh_redis, "other", 10)  # another queue's workers sweep their own
 
 
 def test_a_claimed_message_is_left_to_its_worker(fresh_redis: Any) -> None:

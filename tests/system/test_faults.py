@@ -58,9 +58,11 @@ def test_node_loss_with_the_default_visibility_timeout_is_recovered_within_the_l
 
 
 def test_a_job_running_past_the_visibility_timeout_is_not_delivered_again(
-    stack_env, inputs, store, services, tmp_path
+    stack_env, inputs, store, services, worker, tmp_path
 ) -> None:
-    """The sweep keeps a leased job's message visible: kombu never redelivers it, however long it runs.
+    """The sweep keeps a leased job's message visible: kombu never redelivers it, however long it runs,
+    whatever else sweeps the same Redis (here the session's worker, on another queue, sweeping every
+    10 s: its sweep lock is its queue's, not this one's).
 
     The job is held for as long as the test needs, on any CPU: after its first progress the store is
     frozen (SIGSTOP), so the run blocks in its next checkpoint write (boto3's read timeout, 60 s, is
@@ -85,6 +87,9 @@ def test_a_job_running_past_the_visibility_timeout_is_not_delivered_again(
         wait_for(job.progress, 120, "the job's first progress")
         with frozen(s3.proc.pid):
             held = time.monotonic()
+            # another queue's sweeper on this Redis holds its lock the whole time (as a slow one
+            # does for 90% of its interval): this queue's sweep goes on
+            redis.set(keys.SWEEPER.format("stylequeue"), "bystander", px=60_000)
             lease = keys.LEASE.format(job.id)
             while time.monotonic() - held < 3 * visibility_s:
                 assert redis.exists(lease), "the lease lapsed while the run was alive"

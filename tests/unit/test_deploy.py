@@ -130,8 +130,10 @@ def test_dockerfile() -> None:
     for copy in by["COPY"]:
         for source in copy.value[:-1]:
             assert (ROOT / source).exists(), source
-    keda = yaml.safe_load((ROOT / "deploy" / "k8s" / "keda.yaml").read_text())
+    keda, sentinel = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "keda.yaml").read_text())
     assert "celery_queue_length" in keda["spec"]["triggers"][0]["metadata"]["query"]
+    trigger = sentinel["spec"]["triggers"][0]
+    assert trigger["type"] == "redis-sentinel" and trigger["metadata"]["sentinelMaster"] == "stylequeue"
 
 
 def test_api_and_notifier_services_run_the_light_image(compose: dict) -> None:
@@ -171,3 +173,24 @@ def test_gpu_and_cpu_workers_differ_only_in_base_image_and_devices(compose: dict
     assert gpu["deploy"]["resources"]["reservations"]["devices"] and "deploy" not in cpu
     base_gpu = next(c for c in dockerfile.parse_file(str(ROOT / "worker" / "Dockerfile")) if c.cmd == "ARG").value[0]
     assert base_gpu.split("=", 1)[1].replace("-gpu", "") == cpu["build"]["args"]["BASE_IMAGE"]
+
+
+def test_the_ha_compose_file_points_every_redis_client_at_the_sentinels(compose: dict) -> None:
+    ha = yaml.safe_load((ROOT / "deploy" / "compose.ha.yml").read_text())
+    conf = (ROOT / "deploy" / "sentinel" / "sentinel.conf").read_text()
+    assert "sentinel monitor stylequeue redis 6379 2" in conf
+    sentinels = sorted(n for n in ha["services"] if n.startswith("sentinel-"))
+    assert len(sentinels) == 3
+    for name in ("redis-replica-1", "redis-replica-2"):
+        command = ha["services"][name]["command"]
+        assert command[command.index("--replicaof") + 1 : command.index("--replicaof") + 3] == ["redis", "6379"]
+    for name, service in compose["services"].items():  # every service of the base file that uses Redis
+        env = service.get("environment") or {}
+        if "STYLEQUEUE_BROKER_URL" not in env:
+            continue
+        merged = {**env, **ha["services"][name]["environment"]}
+        hosts = merged["STYLEQUEUE_BROKER_URL"].split(";")
+        assert [h.split("//")[1].split(":")[0] for h in hosts] == sentinels, name
+        assert merged["STYLEQUEUE_REDIS_MASTER_NAME"] == "stylequeue", name
+    assert "sentinel://sentinel-1:26379" in " ".join(ha["services"]["flower"]["command"])
+    assert "master_name" in (ROOT / "deploy" / "flower" / "stylequeue_celery.py").read_text()

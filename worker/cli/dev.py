@@ -36,7 +36,11 @@ def add_commands(sub: Any) -> None:
         default=None,
         help="VGG19 weights: a Keras weights file, s3:// URI or 'imagenet' (default $STYLEQUEUE_WEIGHTS)",
     )
-    p.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="use this Redis instead of starting one (a sentinel:// URL with STYLEQUEUE_REDIS_MASTER_NAME)",
+    )
     p.add_argument(
         "--s3-endpoint",
         default=None,

@@ -93,14 +93,14 @@ def start(settings: Settings) -> Runtime:
     limit = settings.max_job_memory_bytes or devices.machine_limit_bytes()
     engine = Engine(weights=weights, weights_sha256=settings.weights_sha256, memory_limit_bytes=limit)
     engine.warm_up()
-    redis = broker.connect(settings.broker_url)
+    redis = broker.of(settings)
     _current = Runtime(
         settings,
         store,
         engine,
         time.perf_counter() - started,
         redis,
-        broker.connect(settings.backend_url, timeout_s=2.0),
+        broker.of(settings, 2.0, backend=True),
         limit,
         Announcer(redis, settings),
     )

@@ -109,7 +109,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # The heartbeat's own connection: its short timeout bounds how long release() waits for it.
-        self._beat_redis = _with_timeout(redis, min(5.0, max(0.2, ttl_s / 3)))
+        self._beat_redis = broker.with_timeout(redis, min(5.0, max(0.2, ttl_s / 3)))
 
     def acquire(self) -> bool:
         """Take the lease if nobody holds it; start the heartbeat.
@@ -238,15 +238,6 @@ class JobRecord:
             _LEAVE(self.redis, 1, self.runs_key, lease.value)
         except Exception as e:
             log.warning("job %s: this run could not leave the runs set: %s", self.job_id, e)
-
-
-def _with_timeout(redis: Any, timeout_s: float) -> Any:
-    """A client of the same Redis as ``redis`` with its own connection pool and socket timeout."""
-    import redis as redis_lib
-
-    pool = redis.connection_pool
-    kwargs = {**pool.connection_kwargs, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-    return redis_lib.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
 
 def now() -> float:

@@ -3,8 +3,8 @@
 Celery on Redis keeps every message a worker has taken in kombu's ``unacked`` hash until it is
 acknowledged, and redelivers it only after the visibility timeout (which long GPU jobs need to be
 long: an hour and more). A worker machine that dies (a spot instance reclaimed, a node lost)
-would leave its job waiting that long. Every ``STYLEQUEUE_SWEEP_INTERVAL_S`` one worker (whichever
-takes the ``stylequeue:sweeper`` lock) looks at each unacked message of its queues:
+would leave its job waiting that long. Every ``STYLEQUEUE_SWEEP_INTERVAL_S`` one worker of each queue
+(whichever takes the queue's ``stylequeue:sweeper:<queue>`` lock) looks at each unacked message of it:
 
 * its job holds a live lease → the message's timestamp in ``unacked_index`` is refreshed, so
   kombu's own visibility-timeout restore never redelivers a job that is still running, however
@@ -86,9 +86,13 @@ def claim(redis: Any, tag: str, ttl_s: float) -> None:
     redis.set(keys.CLAIM.format(tag), "1", px=int(ttl_s * 1000))
 
 
-def try_lock(redis: Any, interval_s: float) -> bool:
-    """Whether this worker sweeps this interval (one worker per interval does)."""
-    return bool(redis.set(keys.SWEEPER, "1", nx=True, px=max(1, int(interval_s * 900))))
+def try_lock(redis: Any, queue: str, interval_s: float) -> bool:
+    """Whether this worker sweeps ``queue`` this interval (one worker per queue and interval does).
+
+    One lock per queue: the workers of another queue on the same Redis (another deployment,
+    another sweep interval) never keep this queue's messages from being swept.
+    """
+    return bool(redis.set(keys.SWEEPER.format(queue), "1", nx=True, px=max(1, int(interval_s * 900))))
 
 
 def sweep(redis: Any, queues: Iterable[str], grace_s: float, now: float | None = None) -> SweepReport:

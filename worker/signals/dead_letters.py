@@ -36,7 +36,7 @@ def install(settings: Settings) -> None:
         from worker.signals import metrics
 
         if not announcers:
-            announcers.append(Announcer(broker.connect(settings.broker_url), settings))
+            announcers.append(Announcer(broker.of(settings), settings))
         redis = announcers[0].redis
         payload = args[0] if args else None
         if len(repr(payload)) > settings.max_message_bytes:

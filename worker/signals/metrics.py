@@ -104,7 +104,7 @@ def serve(settings: Settings) -> None:
         return
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(QueueDepthCollector(broker.connect(settings.broker_url, 2.0), settings.queue))
+    registry.register(QueueDepthCollector(broker.of(settings, 2.0), settings.queue))
     try:
         start_http_server(settings.metrics_port, registry=registry)
     except OSError as e:  # jobs matter more than metrics: say it loudly, keep working

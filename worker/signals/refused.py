@@ -35,7 +35,7 @@ def install(settings: Settings) -> None:
             return
         error = InvalidJob("message", f"refused: {type(exc).__name__}: {exc}"[:500])
         try:
-            redis = broker.connect(settings.broker_url)
+            redis = broker.of(settings)
             final = FinalState(FAILURE, now(), error_type=InvalidJob.__name__, error_message=str(error))
             ended = ending.end(redis, Announcer(redis, settings), job_id, final)
             if not ended.applied:  # a live run holds that job id, or it had ended: nothing to add

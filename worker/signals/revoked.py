@@ -36,7 +36,7 @@ def install(settings: Settings) -> None:
             return
         try:
             if not redis:
-                redis.append(broker.connect(settings.broker_url))
+                redis.append(broker.of(settings))
             final = FinalState(REVOKED, now(), error_type=CANCELLED_ERROR, error_message=f"job {job_id} was revoked")
             ended = ending.end(redis[0], Announcer(redis[0], settings), job_id, final)
             if ended.final is not None and not ended.applied:  # it had ended otherwise: say that again

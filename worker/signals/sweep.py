@@ -32,7 +32,7 @@ def install(settings: Settings) -> None:
         if not tag:
             return
         if not redis:
-            redis.append(broker.connect(settings.broker_url, 2.0))
+            redis.append(broker.of(settings, 2.0))
         try:
             recovery.claim(redis[0], tag, settings.proc_alive_timeout_s + 60)
         except Exception as e:  # without a claim the sweep may hand it on: a duplicate, not a loss
@@ -44,12 +44,12 @@ def start(settings: Settings, hostname: str) -> Callable[[], None]:
     from worker.signals import metrics
 
     stop = threading.Event()
-    redis = broker.connect(settings.broker_url)
+    redis = broker.of(settings)
 
     def loop() -> None:
         while not stop.wait(settings.sweep_interval_s):
             try:
-                if not recovery.try_lock(redis, settings.sweep_interval_s):
+                if not recovery.try_lock(redis, settings.queue, settings.sweep_interval_s):
                     continue  # another worker sweeps this interval
                 report = recovery.sweep(redis, [settings.queue], grace_s=settings.lease_ttl_s)
             except Exception as e:  # Redis down: the next interval tries again
