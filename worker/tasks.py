@@ -22,11 +22,10 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from producer import broker
 from producer.broker import keys, registry, scripts
-from producer.broker.events import Announcer
 from producer.broker.queues import DEFAULT_PRIORITY
 from producer.core.contract import TASK_NAME, Job, check_message_size
 from producer.core.errors import (
@@ -38,9 +37,8 @@ from producer.core.errors import (
     TransientError,
 )
 from producer.core.retrying import patiently
-from producer.core.settings import Settings
 from producer.core.states import FAILURE, PROGRESS, REVOKED, SUCCESS, FinalState, JobProgress
-from worker import runtime, signals
+from worker import killed, runtime, signals
 from worker.app import app
 from worker.runtime import finish, jobs, outcomes, recovery
 from worker.runtime.guard import JobRecord, Lease, Superseded, now, split
@@ -123,12 +121,10 @@ class Reporter:
             self._quiet_until = t + PROGRESS_BACKOFF_S
 
 
-def _republish(task: Any, job_id: str, final: FinalState) -> Any:
+def _republish(task: Any, job_id: str, final: FinalState) -> NoReturn:
     """Publish a finished job's recorded final state again for this delivery, and end the delivery."""
     outcomes.mark(task.request, Outcome.REPUBLISHED)
     log.info("job %s ended already (%s): published again", job_id, final.state, extra={"event": "job_republished"})
-    if final.state == SUCCESS and final.job_result is not None:
-        return final.job_result.to_dict()
     finish.publish(task.backend, job_id, final, task.request)
     raise Ignore()
 
@@ -171,72 +167,7 @@ def _patient(rt: runtime.Runtime, action: Any, what: str) -> Any:
     )
 
 
-class _KilledRunFence:
-    """The result backend of the task, except that a hard time limit's ``FAILURE`` ends the job first.
-
-    Celery's pool parent kills a run past ``STYLEQUEUE_HARD_TIME_LIMIT_S`` and writes ``FAILURE``
-    itself (``Request.on_timeout``). Here that goes through the job's one end
-    (:func:`worker.runtime.finish.finish_killed`): only when the killed run was the job's owner
-    does the job fail; when a live run holds it (the killed run had lost it) nothing is written,
-    and when it had ended otherwise that end is published again.
-    """
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    def mark_as_failure(self, task_id: str, exc: BaseException, *args: Any, **kwargs: Any) -> Any:
-        """Celery's, unless ``exc`` is the hard time limit (see the class)."""
-        if not isinstance(exc, TimeLimitExceeded):
-            return self._backend.mark_as_failure(task_id, exc, *args, **kwargs)
-        limit = exc.args[0] if exc.args else "?"
-        final = FinalState(
-            FAILURE,
-            now(),
-            error_type=type(exc).__name__,
-            error_message=f"job {task_id} ran past the hard time limit ({limit} s): its process was killed",
-        )
-        ended = finish.finish_killed(_parent_announcer(), task_id, final)
-        what = "failed" if ended.applied else "held by a live run" if ended.held else "ended already"
-        log.warning(
-            "job %s: its run was killed at the hard time limit; the job is %s",
-            task_id,
-            what,
-            extra={"event": "killed_run_fenced", "job_id": task_id, "outcome": what},
-        )
-        if ended.applied:
-            return self._backend.mark_as_failure(task_id, exc, *args, **kwargs)
-        if ended.final is not None:  # it had ended otherwise: that end is published again
-            finish.publish(self._backend, task_id, ended.final, kwargs.get("request"))
-        return None
-
-
-_announcers: list[Announcer] = []
-
-
-def _parent_announcer() -> Announcer:
-    """The pool parent's own connection for ending jobs (it has no runtime)."""
-    if not _announcers:
-        settings = Settings.from_env()
-        _announcers.append(Announcer(broker.of(settings), settings))
-    return _announcers[0]
-
-
-class _Transfer(app.Task):
-    """The task class: its backend is fenced (:class:`_KilledRunFence`)."""
-
-    @property
-    def backend(self) -> Any:
-        return _KilledRunFence(self._backend if self._backend is not None else self.app.backend)
-
-    @backend.setter
-    def backend(self, value: Any) -> None:
-        self._backend = value
-
-
-@app.task(name=TASK_NAME, bind=True, base=_Transfer)
+@app.task(name=TASK_NAME, bind=True, base=killed.Transfer)
 def transfer(self: Any, message: Any) -> dict[str, Any]:
     """Run one style-transfer job; see :mod:`producer.core.contract` for ``message``."""
     rt = runtime.current()
@@ -245,17 +176,18 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
     tag = (self.request.properties or {}).get("delivery_tag")
     record = JobRecord(rt.redis, job_id, settings.result_expires_s)
 
-    def end_unleased(final: FinalState) -> None:
+    def end_unleased(final: FinalState, output: Any = None) -> None:
         """End a job this delivery never ran; return if ``final`` is the job's end now.
 
         Else publish the end recorded first, or step aside for the run holding the job (both raise).
         """
-        ended = finish.finish(rt.announcer, job_id, final, tag=tag)
+        ended = finish.finish(rt.announcer, job_id, final)
         if ended.held:
             _step_aside(self, message, job_id, tag, _holder_tag(rt, job_id), "a live run holds it")
         if not ended.applied:
             assert ended.final is not None
             _republish(self, job_id, ended.final)
+        finish.remove_checkpoint(rt.store, output, job_id)
 
     final = _patient(rt, record.final, f"job {job_id}: reading its state")
     if final is not None:
@@ -269,7 +201,9 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
         raise
     if _patient(rt, lambda: rt.redis.exists(keys.CANCEL.format(job_id)), f"job {job_id}: reading its cancel flag"):
         reason = f"job {job_id} was cancelled before it started"
-        end_unleased(FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=reason))
+        end_unleased(
+            FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=reason), job.output_ref(job_id)
+        )
         self.backend.mark_as_revoked(job_id, reason=reason, request=self.request)
         outcomes.mark(self.request, Outcome.CANCELLED)
         raise Ignore()
@@ -278,9 +212,10 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
     try:
         acquired = _patient(rt, lease.acquire, f"job {job_id}: taking its lease")
     except Superseded:  # it ended a moment ago: publish that
-        return _republish(
-            self, job_id, record.final() or FinalState(FAILURE, now(), error_type=StylequeueError.__name__)
-        )
+        ended = _patient(rt, record.final, f"job {job_id}: reading its state")
+        if ended is None:  # its end was undone meanwhile (sent again): the other copy runs it
+            _step_aside(self, message, job_id, tag, _holder_tag(rt, job_id), "its end was undone")
+        _republish(self, job_id, ended)
     if not acquired:
         _step_aside(self, message, job_id, tag, _holder_tag(rt, job_id), "another live run holds it")
 
@@ -297,48 +232,71 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
     superseded: Superseded | None = None
     with lease:
         try:
-            _patient(
-                rt,
-                lambda: registry.remember(rt.redis, job_id, settings.jobs_index_max, settings.result_expires_s),
-                f"job {job_id}: recording it",
-            )
-            crashed = _patient(rt, lambda: record.start_run(lease), f"job {job_id}: counting its run")
-            if crashed >= settings.max_worker_losses:
-                raise TooManyCrashes(f"job {job_id}: {crashed} earlier runs killed their worker; not run again")
-            _announce(lambda: rt.announcer.started(job_id))
-            if crashed:
-                log.warning(
-                    "job %s: taking over after %d run(s) that did not finish",
-                    job_id,
-                    crashed,
-                    extra={"event": "job_taken_over"},
-                )
-            result = jobs.run(
-                job,
-                job_id,
-                rt,
-                lease,
-                commit=lambda r: end(FinalState(SUCCESS, now(), result=r.to_dict())),
-                on_progress=Reporter(self, job_id, rt, lease),
-            )
-            return result.to_dict()
-        except Superseded as e:
-            superseded = e
-        except JobCancelled as e:
             try:
-                end(FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=str(e)))
-            except Superseded as lost:
-                superseded = lost
-            else:
-                log.info("%s", e, extra={"event": "job_cancelled"})
-                # REVOKED with a TaskRevokedError result, as Celery records its own revokes.
-                self.backend.mark_as_revoked(job_id, reason=str(e), request=self.request)
-                outcomes.mark(self.request, Outcome.CANCELLED)
-                raise Ignore() from None
+                _patient(
+                    rt,
+                    lambda: registry.remember(rt.redis, job_id, settings.jobs_index_max, settings.result_expires_s),
+                    f"job {job_id}: recording it",
+                )
+                crashed = _patient(rt, lambda: record.start_run(lease), f"job {job_id}: counting its run")
+                if crashed >= settings.max_worker_losses:
+                    raise TooManyCrashes(f"job {job_id}: {crashed} earlier runs killed their worker; not run again")
+                _announce(lambda: rt.announcer.started(job_id))
+                if crashed:
+                    log.warning(
+                        "job %s: taking over after %d run(s) that did not finish",
+                        job_id,
+                        crashed,
+                        extra={"event": "job_taken_over"},
+                    )
+                result = jobs.run(
+                    job,
+                    job_id,
+                    rt,
+                    lease,
+                    commit=lambda r: end(FinalState(SUCCESS, now(), result=r.to_dict())),
+                    on_progress=Reporter(self, job_id, rt, lease),
+                )
+                return result.to_dict()
+            except Superseded as e:
+                superseded = e
+            except JobCancelled as e:
+                try:
+                    end(FinalState(REVOKED, now(), error_type=JobCancelled.__name__, error_message=str(e)))
+                except Superseded as lost:
+                    superseded = lost
+                else:
+                    log.info("%s", e, extra={"event": "job_cancelled"})
+                    # REVOKED with a TaskRevokedError result, as Celery records its own revokes.
+                    self.backend.mark_as_revoked(job_id, reason=str(e), request=self.request)
+                    outcomes.mark(self.request, Outcome.CANCELLED)
+                    raise Ignore() from None
+            except (PermanentError, TransientError, SoftTimeLimitExceeded) as e:
+                error = (
+                    e
+                    if isinstance(e, StylequeueError)
+                    else PermanentError(f"job {job_id} ran past the soft time limit ({settings.soft_time_limit_s} s)")
+                )
+                try:
+                    end(FinalState(FAILURE, now(), error_type=type(error).__name__, error_message=str(error)))
+                except Superseded as lost:
+                    superseded = lost
+                else:
+                    raise error from None
+            except broker.errors():
+                raise  # handed back below
+            except Exception as e:  # outside the error tree (a bug, a library's own error): the job fails
+                try:
+                    end(FinalState(FAILURE, now(), error_type=type(e).__name__, error_message=str(e)[:2000]))
+                except Superseded as lost:
+                    superseded = lost
+                else:
+                    raise
         except broker.errors() as e:
-            # Redis stayed unreachable past STYLEQUEUE_RETRY_FOR_S: this run cannot know whether it
-            # still owns the job. It stops and hands the job back (the sweep does it, if the requeue
-            # itself cannot reach Redis); the next run resumes from the checkpoint.
+            # Redis stayed unreachable past STYLEQUEUE_RETRY_FOR_S (running the job, or recording its
+            # end): this run cannot know whether it still owns the job. It stops and hands the job
+            # back (the sweep does it, if the requeue itself cannot reach Redis); the next run
+            # resumes from the checkpoint.
             log.error(
                 "job %s: Redis unreachable (%s): this run stops, the job goes back to the queue",
                 job_id,
@@ -348,18 +306,6 @@ def transfer(self: Any, message: Any) -> dict[str, Any]:
             record.leave(lease)  # no crash (if Redis answers by now)
             outcomes.mark(self.request, Outcome.HANDED_BACK)
             raise Reject(str(e), requeue=True) from None
-        except (PermanentError, TransientError, SoftTimeLimitExceeded) as e:
-            error = (
-                e
-                if isinstance(e, StylequeueError)
-                else PermanentError(f"job {job_id} ran past the soft time limit ({settings.soft_time_limit_s} s)")
-            )
-            try:
-                end(FinalState(FAILURE, now(), error_type=type(error).__name__, error_message=str(error)))
-            except Superseded as lost:
-                superseded = lost
-            else:
-                raise error from None
     assert superseded is not None
     if superseded.ended:
         outcomes.mark(self.request, Outcome.DROPPED, "ended")

@@ -16,8 +16,9 @@ Rules, all inside the script:
 * **The first final state wins.** Once a job has a done marker nothing replaces it; the call
   returns that state (``Ended.applied`` tells whether it is the caller's).
 * **Only the job's owner ends a running job.** A run ends it with its lease value; a path without
-  a lease names the delivery its run came from (a hard time limit, a refused message), or nothing
-  (a cancel): while another live run holds the lease nothing is written (``Ended.held``).
+  a lease (a refused or revoked message, a cancel) ends it only while no run holds it: otherwise
+  nothing is written (``Ended.held``); a run the worker kills is ended with its own lease
+  (:mod:`worker.killed`).
 * **A lost reply is harmless.** A try whose reply never came (a reset connection, a timeout) is
   retried with the same arguments; the retry finds its own final state recorded and says
   ``applied``, so the caller goes on exactly as if the first reply had arrived.
@@ -90,7 +91,6 @@ def end(
     final: FinalState,
     *,
     lease: str | None = None,
-    tag: str | None = None,
     cancel: bool = False,
 ) -> Ended:
     """Record ``final`` as the end of ``job_id`` (see the module docstring).
@@ -104,9 +104,9 @@ def end(
         job_id: The job.
         final: Its final state.
         lease: The ending run's lease value (``owner|tag``): it ends the job if it holds the lease,
-            or if nobody does (its lease lapsed and nobody took the job).
-        tag: For paths without a lease: the delivery tag of the run that ended (a live run of
-            another delivery keeps the job).
+            or if nobody does (its lease lapsed and nobody took the job). ``None``: a path without
+            a run (a refused or revoked message, a cancel): it ends the job only while no run holds
+            it (a delivery tag cannot tell: kombu gives a restored message the same one).
         cancel: Set the cancel flag too (kept even when a run holds the job: it stops at its
             next iteration and ends the job itself).
     """
@@ -116,7 +116,7 @@ def end(
     webhook = announcer.webhook(event, record)
     job_key = keys.JOB.format(job_id)
     batch = record.get("batch")
-    who, whose = ("lease", lease) if lease else ("tag", tag) if tag else ("none", "")
+    who, whose = ("lease", lease) if lease else ("none", "")
     outcome, done, completed, completed_at = _END(
         redis,
         9,

@@ -123,10 +123,11 @@ class Announcer:
             webhook = self.webhook(event, self.record(job_id))
             _PROGRESS(
                 self.redis,
-                3,
+                4,
                 marker,
                 keys.EVENTS,
                 webhook.list_name if webhook else marker,
+                keys.DONE.format(job_id),
                 tenth,
                 self.settings.result_expires_s,
                 event.id,

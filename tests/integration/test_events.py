@@ -84,7 +84,8 @@ def test_a_batch_completes_once_with_its_counts(fresh_redis) -> None:
     assert not [f for _, f in fresh_redis.xrange(keys.EVENTS) if f[b"type"] == b"batch.completed"]
     last = FinalState("REVOKED", 3.0, error_type="JobCancelled", error_message="x")
     assert ending.end(fresh_redis, a, "acme.b2", last).batch == "b1"
-    assert ending.end(fresh_redis, a, "acme.b2", FinalState(SUCCESS, 4.0)).batch == "b1"  # a later end: the same
+    assert ending.end(fresh_redis, a, "acme.b2", last).batch == "b1"  # its retry (a lost reply) announces again
+    assert ending.end(fresh_redis, a, "acme.b2", FinalState(SUCCESS, 4.0)).batch is None  # another end: nothing
     info = fresh_redis.hgetall(keys.BATCH.format("b1"))
     assert info[b"ended"] == b"3" and info[b"running"] == b"0" and info[b"success"] == b"1"
     done = [f for _, f in fresh_redis.xrange(keys.EVENTS) if f[b"type"] == b"batch.completed"]

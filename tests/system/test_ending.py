@@ -21,6 +21,7 @@ from support.store import objects
 from support.waiting import wait_for
 
 from producer.broker import connect, deadletters, keys, scripts
+from producer.core.errors import JobFailed
 from producer.core.states import SUCCESS
 from producer.devstack import RedisServer
 
@@ -98,3 +99,42 @@ def test_a_stale_run_killed_by_the_hard_limit_does_not_fail_a_job_another_run_fi
         assert json.loads(redis.get(keys.DONE.format(job.id)))["state"] == SUCCESS
         assert deadletters.get(redis, job.id) is None
         assert [e["state"] for e in completed_events(redis, job.id)] == [SUCCESS]
+
+
+def test_a_run_killed_at_the_hard_limit_while_it_holds_the_job_fails_it(stack_env, inputs, tmp_path: Path) -> None:
+    """The run holding the job hangs (SIGSTOP: as in a stuck GPU call, it answers no signal) with its
+    lease still live; the parent kills it at the hard time limit. The killed run was the owner: the
+    job ends FAILURE in every store, with a dead letter, once."""
+    env = {
+        "STYLEQUEUE_LEASE_TTL_S": "120",  # the lease outlives the hang: the killed run still holds it
+        "STYLEQUEUE_SOFT_TIME_LIMIT_S": "4",
+        "STYLEQUEUE_HARD_TIME_LIMIT_S": "6",
+    }
+    with own_workers(stack_env, tmp_path, "hung", **env) as (client, workers):
+        job = client.submit(C, S, "s3://outputs/hung/", {"size": 32, "iterations": 2000})
+        wait_for(job.progress, 120, "the job's first progress")
+        _, pid = wait_for(lambda: child_running(workers, job.id), 60, "the run")
+        os.kill(pid, signal.SIGSTOP)  # killed by the parent at the hard limit (SIGKILL needs no CONT)
+        with pytest.raises(JobFailed, match="TimeLimitExceeded"):
+            job.wait(timeout=120)
+        redis = connect(stack_env["STYLEQUEUE_BROKER_URL"])
+        assert json.loads(redis.get(keys.DONE.format(job.id)))["error_type"] == "TimeLimitExceeded"
+        assert deadletters.get(redis, job.id)["error_type"] == "TimeLimitExceeded"
+        assert [e["state"] for e in completed_events(redis, job.id)] == ["FAILURE"]
+        assert [r["outcome"] for r in workers[0].events("killed_run_fenced", job.id)] == ["failed"]
+
+
+def test_a_run_terminated_by_a_celery_revoke_ends_its_job_revoked(stack_env, inputs, tmp_path: Path) -> None:
+    """``AsyncResult(id).revoke(terminate=True)`` from a plain Celery client kills the run: the job
+    ends REVOKED in every store, once (the killed run cannot record it; its lease says it was it)."""
+    with own_workers(stack_env, tmp_path, "terminate") as (client, _):
+        job = client.submit(C, S, "s3://outputs/terminate/", {"size": 32, "iterations": 2000})
+        wait_for(job.progress, 120, "the job's first progress")
+        client.app.AsyncResult(job.id).revoke(terminate=True)
+        with pytest.raises(JobFailed, match="JobCancelled"):
+            job.wait(timeout=120)
+        redis = connect(stack_env["STYLEQUEUE_BROKER_URL"])
+        done = wait_for(lambda: redis.get(keys.DONE.format(job.id)), 30, "the done marker")
+        assert json.loads(done)["state"] == "REVOKED" and job.status() == "REVOKED"
+        assert [e["state"] for e in completed_events(redis, job.id)] == ["REVOKED"]
+        assert not redis.exists(keys.LEASE.format(job.id))

@@ -11,9 +11,7 @@ limit) and a delivery of a job that has ended (its recorded state published agai
 from __future__ import annotations
 
 import logging
-import os
 import socket
-from pathlib import Path
 from typing import Any
 
 from producer import broker
@@ -32,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def finish(
-    announcer: Announcer, job_id: str, final: FinalState, *, lease: str | None = None, tag: str | None = None
+    announcer: Announcer, job_id: str, final: FinalState, *, lease: str | None = None, cancel: bool = False
 ) -> Ended:
     """End ``job_id`` with ``final``, waiting a Redis outage out for ``STYLEQUEUE_RETRY_FOR_S``.
 
@@ -42,12 +40,13 @@ def finish(
         announcer: The broker's Redis and the settings (its ``redis`` and ``settings``).
         job_id: The job.
         final: Its final state.
-        lease: The ending run's lease value (see :func:`producer.broker.ending.end`).
-        tag: The delivery tag of a path without a lease (see :func:`producer.broker.ending.end`).
+        lease: The ending run's lease value; ``None`` for a path without a run (it ends the job
+            only while no run holds it; see :func:`producer.broker.ending.end`).
+        cancel: Set the cancel flag too.
     """
     settings = announcer.settings
     return patiently(
-        lambda: ending.end(announcer.redis, announcer, job_id, final, lease=lease, tag=tag),
+        lambda: ending.end(announcer.redis, announcer, job_id, final, lease=lease, cancel=cancel),
         retry_on=broker.errors(),
         budget_s=settings.retry_for_s,
         cap_s=settings.retry_backoff_max_s,
@@ -55,25 +54,29 @@ def finish(
     )
 
 
-def finish_killed(announcer: Announcer, job_id: str, final: FinalState) -> Ended:
-    """End a job whose run this worker killed (the hard time limit), in the pool's parent.
+def finish_killed(announcer: Announcer, job_id: str, final: FinalState, pid: int | None) -> Ended:
+    """End a job whose run this worker kills (the hard time limit, a terminate), in the pool's parent.
 
-    The parent does not know the killed run's lease; the lease says whose it is (``host:pid:…``).
-    When it is a process of this host that is gone, it was the killed run: the job ends with its
-    lease. A live run elsewhere (a take-over) keeps the job.
+    The parent does not know the run's lease value, but the lease names its run (``host:pid:…``):
+    when it is this host's ``pid`` (the child being killed), the job ends with that lease; with no
+    lease it ends; another run's lease (a take-over: the killed run had lost the job) keeps it.
     """
     ended = finish(announcer, job_id, final)
     if not ended.held:
         return ended
-    holder = split(announcer.redis.get(keys.LEASE.format(job_id)))
+    value = patiently(
+        lambda: announcer.redis.get(keys.LEASE.format(job_id)),
+        retry_on=broker.errors(),
+        budget_s=announcer.settings.retry_for_s,
+        cap_s=announcer.settings.retry_backoff_max_s,
+        what=f"job {job_id}: reading its lease",
+    )
+    holder = split(value)
     if holder is None:
         return finish(announcer, job_id, final)  # the lease lapsed meanwhile
-    owner = holder[0]
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-        value = f"{owner}|{holder[1] or '-'}"
-        return finish(announcer, job_id, final, lease=value)
+    host, _, rest = holder[0].partition(":")
+    if pid is not None and host == socket.gethostname() and rest.partition(":")[0] == str(pid):
+        return finish(announcer, job_id, final, lease=f"{holder[0]}|{holder[1] or '-'}")
     return ended
 
 
@@ -113,16 +116,3 @@ def remove_checkpoint(store: Store, output: ObjectRef | None, job_id: str) -> No
     """Remove the checkpoint a job that ended may have left (best effort)."""
     if output is not None:
         checkpoint.remove(store, output, job_id)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not reaped yet) is gone
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True

@@ -1,11 +1,10 @@
 """A job that fails for good is kept as a dead letter.
 
-Runs on Celery's ``task_failure``: in the pool child for errors the task raised, in the parent
-for a run killed by the hard time limit. The job's end itself is recorded before the signal (by
-the task, or for a killed run by the task's result backend, see :mod:`worker.tasks`); an error
-that escaped the task ends the job here. A dead letter is kept only when the job's recorded end
-is ``FAILURE``: not when a live run still holds the job (a killed stale run), nor when the job
-ended otherwise first.
+Runs on Celery's ``task_failure`` in the pool child, for errors the task raised: the task has
+recorded the job's end by then (an error that escaped it ends the job here). A dead letter is
+kept only when the job's recorded end is ``FAILURE``: not when a live run holds the job, nor when
+it ended otherwise first. A run killed at the hard time limit is left to :mod:`worker.killed`,
+which records its end and its dead letter once it knows them.
 """
 
 from __future__ import annotations
@@ -16,10 +15,11 @@ from typing import Any
 from celery.signals import task_failure
 
 from producer import broker
-from producer.broker import deadletters, ending
+from producer.broker import deadletters
 from producer.broker.events import Announcer
 from producer.core.settings import Settings
 from producer.core.states import FAILURE, FinalState
+from worker.runtime import finish
 from worker.runtime.guard import now
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,12 @@ def install(settings: Settings) -> None:
     def _failed(
         sender: Any = None, task_id: str = "", exception: BaseException | None = None, args: Any = (), **_: Any
     ) -> None:
+        from celery.exceptions import TimeLimitExceeded
+
         from worker.signals import metrics
 
+        if isinstance(exception, TimeLimitExceeded):
+            return  # worker.killed ends it and keeps its dead letter
         if not announcers:
             announcers.append(Announcer(broker.of(settings), settings))
         redis = announcers[0].redis
@@ -43,9 +47,8 @@ def install(settings: Settings) -> None:
             payload = None  # an oversized message is not copied into Redis again
         error_type, message = type(exception).__name__, str(exception)
         try:
-            ended = ending.end(
-                redis, announcers[0], task_id, FinalState(FAILURE, now(), error_type=error_type, error_message=message)
-            )
+            failed = FinalState(FAILURE, now(), error_type=error_type, error_message=message)
+            ended = finish.finish(announcers[0], task_id, failed)
             if ended.final is None or ended.final.state != FAILURE:
                 log.info("job %s: %s: no dead letter (%s)", task_id, error_type, "held" if ended.held else "ended")
                 return

@@ -2,16 +2,17 @@
 -- End a job: the one script that writes a final state, everywhere it lives in Redis, at once.
 -- KEYS: 1 done marker, 2 lease, 3 runs, 4 cancel flag, 5 events stream, 6 job record,
 --       7 its batch (the record again when none), 8 its tenant's in-flight set, 9 webhook list.
--- ARGV: 1 final state JSON, 2 expiry (s), 3 who ends it: 'lease' (ARGV 4 = the run's lease value),
---       'tag' (ARGV 4 = the delivery tag whose run ended), 'none' (no run: a cancel, a revoke),
+-- ARGV: 1 final state JSON, 2 expiry (s), 3 who ends it: 'lease' (ARGV 4 = the run's lease value)
+--       or 'none' (no run: a cancel, a revoke, a refused message; it ends only an unheld job),
 --       5 '1' to set the cancel flag, 6 event id, 7 event data JSON, 8 stream cap, 9 state,
 --       10 time (epoch s), 11 job id, 12 webhook message ('' for none).
 -- Returns {outcome, final state JSON, batch completed by this job (0/1), batch completion time}:
 -- 'ended' (the first final state stays: the one returned, maybe this very one from a try whose
 -- reply was lost), 'held' (another live run holds the job: nothing but the cancel flag written),
 -- or 'applied'.
-local function batch_by_me()
-  if KEYS[7] == KEYS[6] then return 0, '' end
+local function batch_by_me(done)
+  -- only for a retry of the very end that completed the batch (a later, other end announces nothing)
+  if KEYS[7] == KEYS[6] or done ~= ARGV[1] then return 0, '' end
   if redis.call('hget', KEYS[7], 'announced_by') == ARGV[11] then
     return 1, redis.call('hget', KEYS[7], 'announced') or ''
   end
@@ -19,20 +20,14 @@ local function batch_by_me()
 end
 local done = redis.call('get', KEYS[1])
 if done then
-  local mine, at = batch_by_me()
+  local mine, at = batch_by_me(done)
   return {'ended', done, mine, at}
 end
 if ARGV[5] == '1' then redis.call('set', KEYS[4], '1', 'EX', ARGV[2]) end
 local lease = redis.call('get', KEYS[2])
 if lease then
   local held
-  if ARGV[3] == 'lease' then
-    held = lease ~= ARGV[4]
-  elseif ARGV[3] == 'tag' then
-    held = string.match(lease, '|(.*)$') ~= ARGV[4]
-  else
-    held = true
-  end
+  if ARGV[3] == 'lease' then held = lease ~= ARGV[4] else held = true end
   if held then return {'held', '', 0, ''} end
 end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
