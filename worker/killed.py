@@ -152,8 +152,7 @@ def end_killed(task: Any, job_id: str, pid: int | None, limit: Any, args: Any) -
     )
     backend = _real(task.backend)
     try:
-        if ended.applied:
-            backend.mark_as_failure(job_id, TimeLimitExceeded(limit))
+        if ended.applied:  # the dead letter first: Celery's result is what waiters wait on
             payload = args[0] if args else None
             deadletters.record(
                 announcer.redis,
@@ -165,6 +164,7 @@ def end_killed(task: Any, job_id: str, pid: int | None, limit: Any, args: Any) -
                 max_entries=settings.dead_letters_max,
                 ttl_s=settings.dead_letter_ttl_s,
             )
+            backend.mark_as_failure(job_id, TimeLimitExceeded(limit))
         elif ended.final is not None:
             finish.publish(backend, job_id, ended.final)
     except Exception as e:  # the end is recorded; Celery's copy of it is best effort here

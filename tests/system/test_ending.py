@@ -107,8 +107,10 @@ def test_a_run_killed_at_the_hard_limit_while_it_holds_the_job_fails_it(stack_en
     job ends FAILURE in every store, with a dead letter, once."""
     env = {
         "STYLEQUEUE_LEASE_TTL_S": "120",  # the lease outlives the hang: the killed run still holds it
-        "STYLEQUEUE_SOFT_TIME_LIMIT_S": "4",
-        "STYLEQUEUE_HARD_TIME_LIMIT_S": "6",
+        # far beyond the job's first progress on a loaded machine (the soft limit would end a
+        # run that answers signals first); the run is frozen soon after that progress
+        "STYLEQUEUE_SOFT_TIME_LIMIT_S": "30",
+        "STYLEQUEUE_HARD_TIME_LIMIT_S": "35",
     }
     with own_workers(stack_env, tmp_path, "hung", **env) as (client, workers):
         job = client.submit(C, S, "s3://outputs/hung/", {"size": 32, "iterations": 2000})

@@ -1,6 +1,6 @@
 """One job, start to end, without Celery: check → download → stylize → upload → result.
 
-The Celery task (:mod:`worker.tasks`) adds the lease, progress, cancellation and the final state
+The Celery task's delivery (:mod:`worker.delivery`) adds the lease, progress, cancellation and the final state
 around :func:`run`. Everything raised here belongs to the error tree (plus
 :class:`~worker.runtime.guard.Superseded` when another run took the job over).
 

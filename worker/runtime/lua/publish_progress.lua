@@ -1,4 +1,4 @@
--- worker/tasks.py: _PUBLISH_PROGRESS
+-- worker/delivery.py: _PUBLISH_PROGRESS
 -- Celery's PROGRESS state, written the way its Redis backend writes states (SET + PUBLISH on the
 -- key), unless the job already has a final state. KEYS: the meta key. ARGV: meta JSON, expiry (s).
 local current = redis.call('get', KEYS[1])
