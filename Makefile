@@ -1,4 +1,4 @@
-# stylequeue: short recipes. `make test` is the one command CI runs (.ci/run).
+# stylequeue: short recipes. CI (.ci/run) runs the README's test command: make lint && make test && make test-containers.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin

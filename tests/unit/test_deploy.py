@@ -194,3 +194,15 @@ def test_the_ha_compose_file_points_every_redis_client_at_the_sentinels(compose:
         assert merged["STYLEQUEUE_REDIS_MASTER_NAME"] == "stylequeue", name
     assert "sentinel://sentinel-1:26379" in " ".join(ha["services"]["flower"]["command"])
     assert "master_name" in (ROOT / "deploy" / "flower" / "stylequeue_celery.py").read_text()
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    test_section = readme.split("## Test", 1)[1].split("\n## ", 1)[0]
+    command = test_section.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+    ]
+    assert ci == [command], (ci, command)
