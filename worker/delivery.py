@@ -37,7 +37,6 @@ from producer.core.errors import (
     TooManyCrashes,
     TransientError,
 )
-from producer.core.retrying import patiently
 from producer.core.states import FAILURE, PROGRESS, REVOKED, SUCCESS, FinalState, JobProgress
 from worker import runtime, signals
 from worker.runtime import finish, jobs, outcomes, recovery
@@ -360,11 +359,4 @@ class Delivery:
 
     def patient(self, action: Any, what: str) -> Any:
         """Run a Redis operation of the job's bookkeeping, waiting out a Redis outage in place."""
-        settings = self.rt.settings
-        return patiently(
-            action,
-            retry_on=broker.errors(),
-            budget_s=settings.retry_for_s,
-            cap_s=settings.retry_backoff_max_s,
-            what=f"job {self.job_id}: {what}",
-        )
+        return finish.patient(self.rt.settings, action, f"job {self.job_id}: {what}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from producer import broker
 from producer.broker import ending, keys
@@ -21,12 +22,26 @@ from producer.broker.events import Announcer
 from producer.core.contract import ObjectRef
 from producer.core.errors import JobFailed, PartialSubmit, PermanentError, StylequeueError
 from producer.core.retrying import patiently
+from producer.core.settings import Settings
 from producer.core.states import REVOKED, SUCCESS, FinalState
 from producer.storage import Store
 from worker.runtime import checkpoint
 from worker.runtime.guard import split
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def patient(settings: Settings, action: Callable[[], T], what: str) -> T:
+    """``action`` (Redis bookkeeping of a job), a Redis outage waited out for ``STYLEQUEUE_RETRY_FOR_S``."""
+    return patiently(
+        action,
+        retry_on=broker.errors(),
+        budget_s=settings.retry_for_s,
+        cap_s=settings.retry_backoff_max_s,
+        what=what,
+    )
 
 
 def finish(
@@ -44,13 +59,10 @@ def finish(
             only while no run holds it; see :func:`producer.broker.ending.end`).
         cancel: Set the cancel flag too.
     """
-    settings = announcer.settings
-    return patiently(
+    return patient(
+        announcer.settings,
         lambda: ending.end(announcer.redis, announcer, job_id, final, lease=lease, cancel=cancel),
-        retry_on=broker.errors(),
-        budget_s=settings.retry_for_s,
-        cap_s=settings.retry_backoff_max_s,
-        what=f"job {job_id}: recording its end",
+        f"job {job_id}: recording its end",
     )
 
 
@@ -64,12 +76,8 @@ def finish_killed(announcer: Announcer, job_id: str, final: FinalState, pid: int
     ended = finish(announcer, job_id, final)
     if not ended.held:
         return ended
-    value = patiently(
-        lambda: announcer.redis.get(keys.LEASE.format(job_id)),
-        retry_on=broker.errors(),
-        budget_s=announcer.settings.retry_for_s,
-        cap_s=announcer.settings.retry_backoff_max_s,
-        what=f"job {job_id}: reading its lease",
+    value = patient(
+        announcer.settings, lambda: announcer.redis.get(keys.LEASE.format(job_id)), f"job {job_id}: reading its lease"
     )
     holder = split(value)
     if holder is None:
