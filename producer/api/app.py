@@ -14,12 +14,15 @@ routes depend on: services, the caller's tenant, the body), :mod:`producer.api.s
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from producer.api import errors
 from producer.api.deps import Services
 from producer.api.metrics import Measure
-from producer.api.routes import batches, jobs, ops, uploads
+from producer.api.routes import batches, events, jobs, ops, uploads
 from producer.core.settings import Settings
 
 
@@ -31,7 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or Settings.from_env()
     services = Services.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.hub.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="stylequeue",
         version="1",
         description="Neural style transfer as a service: jobs on a queue of GPU workers. "
@@ -41,6 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.services = services
     errors.install(app)
-    for router in (jobs.router, batches.router(settings), uploads.router, ops.router):
+    for router in (jobs.router, events.router, batches.router(settings), uploads.router, ops.router):
         app.include_router(router)
     return app

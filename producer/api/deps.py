@@ -15,11 +15,15 @@ from fastapi import Depends, Request
 from producer import broker
 from producer.api import resources
 from producer.api.errors import ApiError
+from producer.api.live import Hub
 from producer.api.metrics import ApiMetrics
 from producer.broker.events import Announcer
 from producer.client import Client
 from producer.core.settings import Settings
 from producer.tenants import KeysSource, Tenant, take_token
+
+#: How long the events reader's XREAD blocks (s); its connection's timeout is 5 s longer.
+HUB_BLOCK_S = 5.0
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Services:
         announcer: Publishes job events.
         views: Renders jobs, batches and uploads as JSON.
         metrics: The API's Prometheus metrics.
+        hub: The process's one reader of the events stream, shared by its SSE streams.
     """
 
     settings: Settings
@@ -43,6 +48,7 @@ class Services:
     announcer: Announcer
     views: resources.Views
     metrics: ApiMetrics
+    hub: Hub
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -55,7 +61,9 @@ class Services:
         client = Client(settings, publish_retry_s=2.0)
         redis = client.redis
         views = resources.Views(settings, redis, broker.of(settings, 2.0, backend=True))
-        return cls(settings, keys, client, redis, Announcer(redis, settings), views, ApiMetrics(redis))
+        hub = Hub(broker.of(settings, HUB_BLOCK_S + 5.0), int(HUB_BLOCK_S * 1000))
+        metrics = ApiMetrics(redis, streams_open=lambda: hub.open_streams)
+        return cls(settings, keys, client, redis, Announcer(redis, settings), views, metrics, hub)
 
 
 def services(request: Request) -> Services:

@@ -7,20 +7,23 @@ metric                                      type      meaning
                                                       ``method`` and ``status``
 ``stylequeue_api_request_seconds``          histogram their latency, by ``route`` and ``method``
 ``stylequeue_api_jobs_submitted_total``     counter   jobs accepted, by ``tenant``
+``stylequeue_api_streams_open``             gauge     Server-Sent Event streams open now
 ``stylequeue_webhooks_delivered_total``     counter   webhook deliveries a receiver acknowledged
                                                       (all notifiers: kept in Redis)
 ``stylequeue_webhooks_failed_total``        counter   webhooks given up after the retry period
 ``stylequeue_webhook_attempts_failed_total`` counter  attempts that failed and were retried
 =========================================== ========= ============================================
 
-Request metrics are this replica's (Prometheus sums the replicas); the webhook counters are the
-deployment's, read from ``stylequeue:webhooks`` at each scrape.
+A stream (``/v1/jobs/{id}/events``, ``/v1/events``) is counted as a request but not timed: it
+lasts as long as its client stays. Request metrics are this replica's (Prometheus sums the
+replicas); the webhook counters are the deployment's, read from ``stylequeue:webhooks`` at each
+scrape.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from producer import broker
@@ -41,10 +44,11 @@ class ApiMetrics:
 
     Args:
         redis: Client of the broker's Redis (the webhook counters).
+        streams_open: How many event streams are open now.
     """
 
-    def __init__(self, redis: Any) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+    def __init__(self, redis: Any, streams_open: Callable[[], int] = lambda: 0) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -58,12 +62,15 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.submitted = Counter("stylequeue_api_jobs_submitted", "Jobs accepted", ["tenant"], registry=self.registry)
+        streams = Gauge("stylequeue_api_streams_open", "Event streams open", registry=self.registry)
+        streams.set_function(streams_open)
         self.registry.register(_WebhookCounters(redis))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request."""
         self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        if not route.endswith("/events"):
+            self.latency.labels(route, method).observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format."""

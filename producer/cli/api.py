@@ -75,6 +75,9 @@ def run_api(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         proxy_headers=True,
+        # Event streams never end by themselves: on SIGTERM they get this long (s), then are
+        # closed and their clients reconnect elsewhere with Last-Event-ID.
+        timeout_graceful_shutdown=10,
     )
     return 0
 

@@ -84,6 +84,7 @@ variable                                   default                    meaning
 ``STYLEQUEUE_WEBHOOK_BACKOFF_S``           ``5``                      first retry delay (s); doubles, at most an hour
 ``STYLEQUEUE_WEBHOOK_QUEUE``               ``stylequeue-webhooks``    the notifier's queue
 ``STYLEQUEUE_EVENTS_MAX``                  ``100000``                 events kept in the ``stylequeue:events`` stream
+``STYLEQUEUE_API_STREAM_KEEPALIVE_S``      ``15``                     an idle event stream sends a comment this often
 ``STYLEQUEUE_AUTO_PRECISION``              (detect)                   what precision ``auto`` resolves to:
                                                                       ``float32`` or ``bfloat16`` as on a machine
                                                                       without / with native bfloat16 (tests, CI)
@@ -164,6 +165,7 @@ class Settings:
     webhook_backoff_s: float = 5.0
     webhook_queue: str = "stylequeue-webhooks"
     events_max: int = 100_000
+    api_stream_keepalive_s: float = 15.0
 
     @property
     def backend_url(self) -> str:

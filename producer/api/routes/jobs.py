@@ -17,7 +17,8 @@ from producer.tenants import Tenant
 router = APIRouter()
 
 
-def _owned(s: Services, tenant: Tenant, job_id: str) -> None:
+def owned(s: Services, tenant: Tenant, job_id: str) -> None:
+    """Raise 404 unless ``job_id`` is a job of ``tenant``'s."""
     if not job_id.startswith(tenant.tenant + ".") or not s.redis.exists(keys.JOB.format(job_id)):
         raise ApiError(404, "JobNotFound", f"no job {job_id!r}")
 
@@ -71,14 +72,14 @@ def submit(
 @router.get("/v1/jobs/{job_id}", summary="A job: state, progress, result or error, and its output's URL")
 def get_job(job_id: str, s: ServicesDep, tenant: TenantDep) -> Any:
     """The job's resource."""
-    _owned(s, tenant, job_id)
+    owned(s, tenant, job_id)
     return s.views.job(job_id)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a job; returns its state after the request")
 def cancel(job_id: str, s: ServicesDep, tenant: TenantDep) -> Any:
     """Cancel the job (a queued one ends at once); its resource after the request."""
-    _owned(s, tenant, job_id)
+    owned(s, tenant, job_id)
     s.client.job(job_id).cancel()
     return s.views.job(job_id)
 

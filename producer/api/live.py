@@ -1,0 +1,236 @@
+"""Live job events for the API's Server-Sent Event streams: one reader per process, shared.
+
+:class:`Hub` keeps one thread blocked in ``XREAD BLOCK`` on the stream (one Redis connection
+whatever the number of clients) and hands each entry to the streams that want it: those of its
+job, and those of its tenant (the job id's prefix; a batch's tenant is read from the batch).
+A stream first subscribes, then reads what it must replay with :meth:`~Hub.history`
+(``XREVRANGE``): an entry is in the history or is handed to the stream afterwards, and the stream
+drops what it has sent already by comparing stream ids, so nothing is missed or sent twice.
+
+A stream that falls :data:`BACKLOG` entries behind (a client that does not read) is closed; the
+client resumes with ``Last-Event-ID``. Redis errors in the reader are retried with a backoff
+while the streams stay open (they keep sending comments); the reader resumes after the last
+entry it read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from producer.broker import keys
+
+log = logging.getLogger(__name__)
+
+#: Entries a stream may have waiting before it is closed (its client resumes with Last-Event-ID).
+BACKLOG = 1000
+#: Entries read from Redis per XREAD/XREVRANGE call.
+PAGE = 500
+#: Entries one replay (:meth:`Hub.history`) looks at, at most.
+SCAN_MAX = 10_000
+#: What a stream id looks like (``<ms>-<seq>``), as a client's ``Last-Event-ID`` must.
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def position(stream_id: str) -> tuple[int, int]:
+    """A stream id (``<ms>-<seq>``) as a sortable pair."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of ``stylequeue:events``.
+
+    Attributes:
+        stream_id: Its Redis stream id (``<ms>-<seq>``): the SSE ``id:``.
+        type: ``job.queued``, ``job.started``, ``job.progress``, ``job.completed`` or ``batch.completed``.
+        job_id: The job (the batch for ``batch.completed``).
+        data: The event's data.
+        tenant: The tenant it belongs to ('' when none: a job not sent through the API).
+    """
+
+    stream_id: str
+    type: str
+    job_id: str
+    data: dict[str, Any]
+    tenant: str
+
+    @property
+    def after(self) -> tuple[int, int]:
+        """Its place in the stream, comparable with :func:`position`."""
+        return position(self.stream_id)
+
+
+#: Put on a stream's queue when it must close (its client too slow, or the process stopping).
+CLOSE = Entry("0-0", "close", "", {}, "")
+
+
+@dataclass(eq=False)
+class Subscription:
+    """What one open stream receives: entries of ``job_id`` (or of every job of ``tenant``)."""
+
+    tenant: str
+    job_id: str | None
+    queue: asyncio.Queue[Entry] = field(default_factory=lambda: asyncio.Queue(BACKLOG + 1))
+
+
+def tenant_of(job_id: str) -> str:
+    """The tenant of a job submitted through the API (its id's prefix); '' for any other job."""
+    head, dot, _ = job_id.partition(".")
+    return head if dot else ""
+
+
+class Hub:
+    """The process's one reader of the events stream and its open streams.
+
+    Args:
+        redis: A client of the broker's Redis whose socket timeout exceeds ``block_ms``.
+        block_ms: How long one ``XREAD`` blocks (ms).
+    """
+
+    def __init__(self, redis: Any, block_ms: int = 5000) -> None:
+        self.redis = redis
+        self.block_ms = block_ms
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._by_tenant: dict[str, set[Subscription]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last = "0-0"
+        self._batch_tenants: dict[str, str] = {}
+        #: Streams open in this process now.
+        self.open_streams = 0
+        #: Failed reads of the reader so far (it reads again after a backoff).
+        self.read_errors = 0
+
+    async def subscribe(self, tenant: str, job_id: str | None = None) -> Subscription:
+        """Register a stream (in the event loop); the reader starts with the first one.
+
+        Raises:
+            redis.RedisError: the first stream of the process could not read where the stream ends.
+        """
+        loop = asyncio.get_running_loop()
+        if self._thread is None or self._loop is not loop:
+            # Where the stream ends now: everything up to it is in a stream's history, everything
+            # after it is handed over by the reader.
+            newest = await asyncio.to_thread(self.redis.xrevrange, keys.EVENTS, "+", "-", 1)
+            if self._thread is None or self._loop is not loop:
+                self._stop.set()  # a reader of another event loop (an app served again) stops
+                self._loop, self._stop = loop, threading.Event()
+                self._last = newest[0][0].decode() if newest else "0-0"
+                self._thread = threading.Thread(target=self._read, args=(loop, self._stop), name="stylequeue-events")
+                self._thread.daemon = True
+                self._thread.start()
+        sub = Subscription(tenant, job_id)
+        index, key = (self._by_job, job_id) if job_id is not None else (self._by_tenant, tenant)
+        index.setdefault(key, set()).add(sub)
+        self.open_streams += 1
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a stream (its client went away or it ended)."""
+        index, key = (self._by_job, sub.job_id) if sub.job_id is not None else (self._by_tenant, sub.tenant)
+        subs = index.get(key)
+        if subs is not None and sub in subs:
+            subs.discard(sub)
+            self.open_streams -= 1
+            if not subs:
+                del index[key]
+
+    def history(self, after: str, job_id: str | None, tenant: str) -> list[Entry]:
+        """Entries after ``after`` (exclusive) of ``job_id``, or of every job of ``tenant``, oldest first.
+
+        Blocking: call it in a thread.
+
+        Read newest first, at most :data:`SCAN_MAX` entries: a replay costs Redis a bounded amount
+        of work, and where it is cut short it is the oldest entries that are left out.
+        """
+        found: list[Entry] = []
+        end, scanned = "+", 0
+        while scanned < SCAN_MAX:
+            page = self.redis.xrevrange(keys.EVENTS, end, f"({after}", PAGE)
+            for raw_id, fields in page:
+                entry = self._entry(raw_id, fields)
+                if (entry.job_id == job_id) if job_id is not None else (entry.tenant == tenant):
+                    found.append(entry)
+            scanned += len(page)
+            if len(page) < PAGE:
+                break
+            end = f"({page[-1][0].decode()}"
+        return found[::-1]
+
+    def close(self) -> None:
+        """Stop the reader and close every open stream (the next stream starts a reader again)."""
+        self._stop.set()
+        self._thread = None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._close_all)
+
+    def _close_all(self) -> None:
+        for index in (self._by_job, self._by_tenant):
+            for subs in index.values():
+                for sub in subs:
+                    _offer(sub, CLOSE)
+
+    def _entry(self, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+        job_id = fields.get(b"job_id", b"").decode()
+        kind = fields.get(b"type", b"").decode()
+        try:
+            data = json.loads(fields.get(b"data", b"{}"))
+        except ValueError:
+            data = {}
+        tenant = self._batch_tenant(job_id) if kind == "batch.completed" else tenant_of(job_id)
+        return Entry(raw_id.decode(), kind, job_id, data if isinstance(data, dict) else {}, tenant)
+
+    def _batch_tenant(self, batch: str) -> str:
+        if batch not in self._batch_tenants:
+            if len(self._batch_tenants) > 10_000:
+                self._batch_tenants.clear()
+            owner = self.redis.hget(keys.BATCH.format(batch), "tenant")
+            self._batch_tenants[batch] = owner.decode() if owner else ""
+        return self._batch_tenants[batch]
+
+    def _read(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        """The reader thread: XREAD BLOCK from the last entry read, each page handed to the loop."""
+        backoff = 0.0
+        while not stop.is_set():
+            try:
+                answer = self.redis.xread({keys.EVENTS: self._last}, count=PAGE, block=self.block_ms)
+                backoff = 0.0
+            except Exception as e:  # Redis down or failing over: the streams stay open meanwhile
+                self.read_errors += 1
+                backoff = min(5.0, backoff * 2 or 0.2)
+                log.warning("events stream: %s; reading again in %.1f s", e, backoff)
+                stop.wait(backoff)
+                continue
+            if stop.is_set():
+                return
+            for _, page in answer or ():
+                entries = [self._entry(raw_id, fields) for raw_id, fields in page]
+                if entries:
+                    self._last = entries[-1].stream_id
+                    try:
+                        loop.call_soon_threadsafe(self._hand_out, entries)
+                    except RuntimeError:  # the loop is closed: the process is stopping
+                        return
+
+    def _hand_out(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            for sub in (*self._by_job.get(entry.job_id, ()), *self._by_tenant.get(entry.tenant, ())):
+                _offer(sub, entry)
+
+
+def _offer(sub: Subscription, entry: Entry) -> None:
+    """Queue ``entry`` for ``sub``; a stream :data:`BACKLOG` behind gets :data:`CLOSE` instead."""
+    if sub.queue.qsize() >= BACKLOG:
+        if sub.queue.qsize() == BACKLOG:
+            sub.queue.put_nowait(CLOSE)
+        return
+    sub.queue.put_nowait(entry)
