@@ -6,9 +6,11 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: test test-fast test-other-precision test-containers lint bench demo dev clean
 
-# Create the virtualenv, install the project with every extra, run the whole suite, then the
+# Create the virtualenv, install the project with every extra (and, on Debian as root, the
+# browser the playground's test drives: chromium, chromium-driver), run the whole suite, then the
 # engine tests once more with precision `auto` resolved the other way (test-other-precision).
 test: $(STAMP)
+	sh tests/support/browser-setup.sh
 	$(BIN)/python -m pytest
 	$(MAKE) test-other-precision
 

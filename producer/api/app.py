@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from producer.api import errors
 from producer.api.deps import Services
 from producer.api.metrics import Measure
-from producer.api.routes import batches, events, jobs, ops, uploads
+from producer.api.routes import batches, events, jobs, ops, playground, tenant, uploads
 from producer.core.settings import Settings
 
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.services = services
     errors.install(app)
-    for router in (jobs.router, events.router, batches.router(settings), uploads.router, ops.router):
+    routers = (jobs.router, events.router, batches.router(settings), uploads.router, tenant.router, ops.router)
+    for router in (*routers, playground.router):
         app.include_router(router)
     return app
