@@ -1,5 +1,6 @@
 """The Grafana dashboard (deploy/grafana/stylequeue.json): Grafana's shape, one datasource variable
-behind every query, and every metric a query names is one the code serves.
+behind every query, every metric a query names is one the code serves, and every metric the code
+serves has a panel.
 
 What the code serves is read from the code: the worker's metrics (the module's own metric objects
 plus its queue-depth collector, the registry :func:`worker.signals.metrics.serve` builds), the API's
