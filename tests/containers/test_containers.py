@@ -112,6 +112,9 @@ def test_the_http_api_container_takes_a_job(stack: PlainStack) -> None:
         return s if s in ("SUCCESS", "FAILURE") else None
 
     assert wait_for(state, 300, "the API job") == "SUCCESS"
+    # the playground's files are in the image (package data), served with their CSP
+    with urllib.request.urlopen("http://127.0.0.1:8000/playground/playground.js", timeout=10) as r:
+        assert r.status == 200 and "Content-Security-Policy" in r.headers and b"sessionStorage" in r.read()
 
 
 def test_metrics_from_the_worker_containers_port(stack: PlainStack) -> None:
