@@ -67,6 +67,7 @@ def env(stack_env: dict[str, str], otlp: OtlpReceiver) -> dict[str, str]:
         "STYLEQUEUE_API_KEYS": json.dumps({"keys": [tenant.to_dict()]}),
         "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "1",
         "STYLEQUEUE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+        "STYLEQUEUE_WEBHOOK_BACKOFF_S": "0.2",
         "STYLEQUEUE_METRICS_PORT": "0",
     }
 
@@ -115,7 +116,7 @@ def test_one_trace_from_the_api_request_to_the_webhook_post(api, notifier, recei
                 "style": STYLE,
                 "output": "s3://outputs/acme/",
                 "params": PARAMS,
-                "webhook": receiver.url("/ok"),
+                "webhook": receiver.url("/flaky/1?token=s3cret"),  # refused once, then taken: two attempts
             },
         )
         assert r.status_code == 202, r.text
@@ -125,11 +126,12 @@ def test_one_trace_from_the_api_request_to_the_webhook_post(api, notifier, recei
         )
         assert done["state"] == "SUCCESS", done
     wait_for(lambda: "job.completed" in receiver.events(job_id), 60, "the webhook")
-    (event_id,) = receiver.completions(job_id)
+    ((event_id, tries),) = receiver.completions(job_id).items()
+    assert tries == 2
 
     def whole() -> list[Span] | None:
         posts = otlp.find(service=NOTIFIER, name="POST", attributes={"stylequeue.webhook.event_id": event_id})
-        spans = otlp.trace(posts[0].trace_id) if posts else []
+        spans = otlp.trace(posts[0].trace_id) if len(posts) == tries else []
         have = {(s.service, s.name) for s in spans}
         wanted = {
             (API, "POST /v1/jobs"),
@@ -148,7 +150,7 @@ def test_one_trace_from_the_api_request_to_the_webhook_post(api, notifier, recei
     publish = one(spans, "the publish", service=API, name=f"publish {QUEUE}")
     run = one(spans, "the task", service=WORKER, name="run/stylequeue.transfer")
     consumed = one(spans, "the webhook message", service=NOTIFIER, name="run/stylequeue.webhook")
-    post = one(spans, "the webhook's POST", service=NOTIFIER, name="POST")
+    refused, post = sorted((s for s in spans if s.name == "POST"), key=lambda s: s.start_ns)
     reads = [s for s in spans if s.name == "S3.GetObject" and not s.error]  # (a missing checkpoint is a 404)
     writes = [s for s in spans if s.name == "S3.PutObject"]
     assert reads and writes and not any(s.error for s in writes)
@@ -161,7 +163,7 @@ def test_one_trace_from_the_api_request_to_the_webhook_post(api, notifier, recei
     assert run.parent_id == publish.span_id  # the traceparent the publish wrote into the message
     assert all(s.parent_id == run.span_id for s in reads + writes)
     assert consumed.parent_id == run.span_id  # the end of the job wrote the context into the webhook's message
-    assert post.parent_id == consumed.span_id  # kept with the scheduled event
+    assert refused.parent_id == post.parent_id == consumed.span_id  # kept with the event, for every attempt
 
     assert (request.kind, publish.kind, run.kind, consumed.kind, post.kind) == (
         "server",
@@ -174,13 +176,15 @@ def test_one_trace_from_the_api_request_to_the_webhook_post(api, notifier, recei
     assert publish.attributes["messaging.message.id"] == job_id == run.attributes["messaging.message.id"]
     assert run.attributes["celery.task_name"] == "stylequeue.transfer" and not run.error
     assert reads[0].attributes["rpc.service"] == "S3"
-    assert post.attributes["http.response.status_code"] == 204 and not post.error
-    assert post.attributes["stylequeue.job_id"] == job_id and "?" not in post.attributes["url.full"]
+    assert (refused.attributes["http.response.status_code"], refused.error) == (503, True)
+    assert (post.attributes["http.response.status_code"], post.error) == (200, False)
+    assert post.attributes["stylequeue.job_id"] == job_id
+    assert post.attributes["url.full"] == receiver.url("/flaky/1")  # no query: it may hold the tenant's token
     # in time: the publish inside the request, the S3 calls inside the task, each after its cause
     assert request.start_ns <= publish.start_ns <= publish.end_ns <= request.end_ns
     assert publish.start_ns <= run.start_ns
     assert all(run.start_ns <= s.start_ns <= s.end_ns <= run.end_ns for s in reads + writes)
-    assert run.start_ns <= consumed.start_ns <= post.start_ns
+    assert run.start_ns <= consumed.start_ns <= refused.start_ns < post.start_ns
     assert not otlp.refused
 
 
