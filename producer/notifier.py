@@ -179,9 +179,10 @@ def _post_attributes(delivery: Delivery, host: str, port: int) -> dict[str, Any]
     if not tracing.enabled():
         return {}
     parts = urlsplit(delivery.url)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # (an IPv6 address in brackets)
     return {
         "http.request.method": "POST",
-        "url.full": urlunsplit((parts.scheme, f"{host}:{port}", parts.path or "/", "", "")),
+        "url.full": urlunsplit((parts.scheme, netloc, parts.path or "/", "", "")),
         "server.address": host,
         "server.port": port,
         "stylequeue.webhook.event_id": delivery.event_id,
