@@ -20,6 +20,10 @@ accepts and never answers, the call raises :class:`~producer.core.errors.BrokerU
 that long (at most one more socket timeout), never a library's retry loop. :meth:`JobHandle.wait`
 is the exception that proves the rule: once it has found the job it waits through outages for as
 long as its own timeout allows (without one, through outages of up to ``WAIT_OUTAGE_S``).
+
+With traces on (``OTEL_EXPORTER_OTLP_ENDPOINT``, :mod:`producer.tracing`), each batch's transaction
+is a span, ``publish <queue>``, child of the caller's current span, and its messages carry that
+span's trace context in their headers: each job's run in a worker is its child.
 """
 
 from __future__ import annotations
@@ -30,12 +34,12 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from producer import broker
+from producer import broker, tracing
 from producer.broker import cancellation, deadletters, ending, keys, registry, wire
 from producer.broker.celery_app import make_celery
 from producer.broker.events import Announcer
 from producer.broker.queues import DEFAULT_PRIORITY
-from producer.core.contract import Job, check_size
+from producer.core.contract import TASK_NAME, Job, check_size
 from producer.core.errors import BrokerUnavailable, InvalidJob, JobCancelled, JobFailed, JobNotFound, PartialSubmit
 from producer.core.params import Params
 from producer.core.retrying import backoff
@@ -493,7 +497,14 @@ class Client:
         sent: list[str] = []
         for start in range(0, len(envelopes), batch_size):
             batch = list(envelopes[start : start + batch_size])
-            outcome, cause = self._push(batch, on_batch)
+            queue = self.settings.queue
+            with tracing.span(f"publish {queue}", "producer", _publish_attributes(queue, batch)) as span:
+                carrier = tracing.headers()  # the publish span's: each job's run is its child
+                if carrier:
+                    batch = [wire.with_headers(e, carrier) for e in batch]
+                outcome, cause = self._push(batch, on_batch)
+                if outcome != "sent":
+                    span.fail(f"{outcome}: {cause}", type(cause).__name__)
             if outcome == "sent":
                 sent += [e.job_id for e in batch]
                 continue
@@ -546,6 +557,23 @@ class Client:
         except BrokerUnavailable as e:
             return ("unknown" if maybe_sent else "not sent"), e
         return "sent", None
+
+
+def _publish_attributes(queue: str, batch: list[wire.Envelope]) -> dict[str, Any]:
+    """The publish span's attributes (messaging semantic conventions; the message id of a single job)."""
+    if not tracing.enabled():
+        return {}
+    attributes: dict[str, Any] = {
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": queue,
+        "celery.task_name": TASK_NAME,
+    }
+    if len(batch) == 1:
+        attributes["messaging.message.id"] = batch[0].job_id
+    else:
+        attributes["messaging.batch.message_count"] = len(batch)
+    return attributes
 
 
 def _with_id(job: Job) -> Job:

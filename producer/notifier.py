@@ -28,6 +28,10 @@ port scanner.
 
 Every attempt of one event carries the same ``webhook-id``: receivers that keep the ids they have
 processed get each event exactly once.
+
+With traces on (:mod:`producer.tracing`), taking the message is a span in the job's trace (its
+``traceparent``, written at the job's end), kept with the scheduled event; each attempt's POST
+is a span under it. The receiver gets no trace header: it is the tenant's, not the deployment's.
 """
 
 from __future__ import annotations
@@ -46,11 +50,11 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery, bootsteps
 
-from producer import broker, webhooks
+from producer import broker, tracing, webhooks
 from producer.broker import keys, scripts
 from producer.broker.celery_app import celery_config
 from producer.broker.events import WEBHOOK_TASK, Delivery
@@ -146,20 +150,44 @@ def post(delivery: Delivery, secret: str, timeout_s: float, addresses: list[str]
         conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     guard = _Deadline(time.monotonic() + timeout_s)
     conn._create_connection = guard.connector(addresses)  # type: ignore[attr-defined]  # checked addresses only
-    timer = threading.Timer(timeout_s, guard.cut)
-    timer.start()
-    try:
-        conn.request("POST", path, body=delivery.body.encode(), headers=headers)
-        answer = conn.getresponse()
-        answer.read(MAX_ANSWER_BYTES)
-        status = answer.status
-    except (OSError, http.client.HTTPException, ValueError) as e:  # refused, reset, timed out, TLS, cut
-        log.warning("webhook %s to %s (%s): %s: %s", delivery.event_id, delivery.url, addresses, type(e).__name__, e)
-        return "no answer (connection failed, timed out or cut at the deadline)"
-    finally:
-        timer.cancel()
-        guard.close(conn)
+    # The trace context stays here: the receiver is a tenant's, not part of the deployment.
+    with tracing.span("POST", "client", _post_attributes(delivery, host, port)) as span:
+        timer = threading.Timer(timeout_s, guard.cut)
+        timer.start()
+        try:
+            conn.request("POST", path, body=delivery.body.encode(), headers=headers)
+            answer = conn.getresponse()
+            answer.read(MAX_ANSWER_BYTES)
+            status = answer.status
+        except (OSError, http.client.HTTPException, ValueError) as e:  # refused, reset, timed out, TLS, cut
+            log.warning(
+                "webhook %s to %s (%s): %s: %s", delivery.event_id, delivery.url, addresses, type(e).__name__, e
+            )
+            span.fail("no answer", type(e).__name__)
+            return "no answer (connection failed, timed out or cut at the deadline)"
+        finally:
+            timer.cancel()
+            guard.close(conn)
+        span.set("http.response.status_code", status)
+        if not 200 <= status < 300:
+            span.fail(f"HTTP {status}", str(status))
     return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def _post_attributes(delivery: Delivery, host: str, port: int) -> dict[str, Any]:
+    """The POST span's attributes: HTTP's conventions, the URL without its query or credentials."""
+    if not tracing.enabled():
+        return {}
+    parts = urlsplit(delivery.url)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # (an IPv6 address in brackets)
+    return {
+        "http.request.method": "POST",
+        "url.full": urlunsplit((parts.scheme, netloc, parts.path or "/", "", "")),
+        "server.address": host,
+        "server.port": port,
+        "stylequeue.webhook.event_id": delivery.event_id,
+        "stylequeue.job_id": delivery.job_id,
+    }
 
 
 class _Deadline:
@@ -246,7 +274,7 @@ def deliver(self: Any, message: Any) -> None:
         log.error("dropped a malformed webhook delivery: %s", e)
         return
     try:
-        scheduled = schedule(_redis(), delivery)
+        scheduled = schedule(_redis(), delivery, trace=tracing.headers())  # this task's span: each attempt's parent
     except broker.errors() as e:  # READONLY, OOM, a blip: the event must not be acknowledged away
         log.warning("webhook %s: the schedule is not writable now (%s); again in 2 s", delivery.event_id, e)
         raise self.retry(countdown=2.0) from None
@@ -254,21 +282,35 @@ def deliver(self: Any, message: Any) -> None:
         log.info("webhook %s: already being delivered, or delivered: this copy is dropped", delivery.event_id)
 
 
-def schedule(redis: Any, delivery: Delivery, at: float | None = None) -> bool:
-    """Put ``delivery`` in the schedule unless its event is there already or has ended."""
-    payload = json.dumps({"delivery": delivery.to_dict(), "attempts": 0})
+def schedule(redis: Any, delivery: Delivery, at: float | None = None, trace: dict[str, str] | None = None) -> bool:
+    """Put ``delivery`` in the schedule unless its event is there already or has ended.
+
+    ``trace``: the trace context its attempts join (:func:`producer.tracing.headers`), kept with it.
+    """
+    payload = json.dumps(_entry(delivery, 0, trace))
     event = delivery.event_id
     script = scripts.load("producer.broker", "webhook_schedule")
     done = keys.WEBHOOK_DONE.format(event)
     return bool(script(redis, 3, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_DUE, done, event, payload, at or time.time()))
 
 
-def attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int, token: str) -> None:
+def _entry(delivery: Delivery, attempts: int, trace: Any = None) -> dict[str, Any]:
+    """An event's entry in the schedule: the delivery, the attempts made, and its trace context if any."""
+    return {"delivery": delivery.to_dict(), "attempts": attempts, **({"trace": trace} if trace else {})}
+
+
+def attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int, token: str, trace: Any = None) -> None:
     """One attempt at an event claimed with ``token``, then its end or its next due time.
 
     Only the holder of the event's current claim ends it or sets its next attempt: an attempt
-    that outlived its claim (another notifier claimed the event since) changes nothing.
+    that outlived its claim (another notifier claimed the event since) changes nothing. The
+    attempt joins the trace of ``trace`` (the schedule entry's), and the next one will too.
     """
+    with tracing.attached(trace):
+        _attempt(redis, settings, delivery, attempts, token, trace)
+
+
+def _attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int, token: str, trace: Any) -> None:
     secret = _secret(delivery.tenant)
     if secret is None:
         _end(redis, settings, delivery, token, "failed", f"tenant {delivery.tenant!r} has no webhook_secret")
@@ -291,7 +333,7 @@ def attempt(redis: Any, settings: Settings, delivery: Delivery, attempts: int, t
     if time.time() + wait > delivery.first_at + settings.webhook_retry_for_s:
         _end(redis, settings, delivery, token, "failed", error)
         return
-    payload = json.dumps({"delivery": delivery.to_dict(), "attempts": attempts + 1})
+    payload = json.dumps(_entry(delivery, attempts + 1, trace))
     again = scripts.load("producer.broker", "webhook_again")
     due = time.time() + wait
     if again(
@@ -387,7 +429,7 @@ class Dispatcher:
         try:
             entry = json.loads(raw)
             delivery = Delivery.from_dict(entry["delivery"])
-            attempt(self.redis, self.settings, delivery, int(entry["attempts"]), token)
+            attempt(self.redis, self.settings, delivery, int(entry["attempts"]), token, entry.get("trace"))
         except Exception:
             log.exception("webhook attempt failed unexpectedly; the event is due again after its claim")
         finally:
@@ -400,6 +442,8 @@ class _Dispatch(bootsteps.StartStopStep):
     dispatcher: Dispatcher | None = None
 
     def start(self, worker: Any) -> None:
+        # Traces (when on): before the consumer, the blueprint's last step, takes a message.
+        tracing.setup(tracing.NOTIFIER, instrument=("celery",))
         self.dispatcher = Dispatcher(_settings(), int(getattr(worker, "concurrency", 4) or 4))
         self.dispatcher.start()
 
@@ -408,6 +452,7 @@ class _Dispatch(bootsteps.StartStopStep):
         if dispatcher is not None:
             self.dispatcher = None
             dispatcher.stop()
+            tracing.shutdown()
 
     def terminate(self, worker: Any) -> None:
         """A cold shutdown stops it too."""

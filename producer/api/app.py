@@ -9,7 +9,8 @@ balancer. ``stylequeue api`` serves it with uvicorn; ``/docs`` browses its OpenA
 The pieces: :mod:`producer.api.routes` (one module per resource), :mod:`producer.api.deps` (what
 routes depend on: services, the caller's tenant, the body), :mod:`producer.api.submission`
 (validating and queueing jobs), :mod:`producer.api.errors` (statuses and the JSON error shape),
-:mod:`producer.api.resources` (the JSON returned), :mod:`producer.api.metrics`.
+:mod:`producer.api.resources` (the JSON returned), :mod:`producer.api.metrics`; with
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set, a span per request (:mod:`producer.tracing`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from producer import tracing
 from producer.api import errors
 from producer.api.deps import Services
 from producer.api.metrics import Measure
@@ -54,4 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (jobs.router, events.router, batches.router(settings), uploads.router, tenant.router, ops.router)
     for router in (*routers, playground.router):
         app.include_router(router)
+    if tracing.setup(tracing.API, instrument=("botocore",)):  # each uvicorn process sets up its own
+        tracing.instrument_fastapi(app)
     return app

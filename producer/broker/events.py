@@ -33,6 +33,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from producer import tracing
 from producer.broker import keys, scripts, wire
 from producer.core.settings import Settings
 from producer.core.states import FAILURE, PENDING, PROGRESS, REVOKED, STARTED, SUCCESS, JobProgress
@@ -179,6 +180,7 @@ class Announcer:
             self.settings.webhook_queue,
             0,
             task=WEBHOOK_TASK,
+            headers=tracing.headers(),  # the job's trace, on to the notifier's POST
         )
 
     def _publish(self, event: Event, record: dict[str, str] | None = None) -> None:

@@ -16,6 +16,10 @@ list of the job's priority (:func:`producer.broker.queues.list_name`)::
      "properties": {"correlation_id": JOB_ID, "reply_to": "", "delivery_mode": 2,
                     "delivery_info": {"exchange": "", "routing_key": "stylequeue"},
                     "priority": P, "body_encoding": "base64", "delivery_tag": NEW_UUID}}
+
+With traces on (:mod:`producer.tracing`), ``headers`` also carries the W3C trace context
+(``traceparent``, maybe ``tracestate``), where Celery's own instrumentation puts it: the worker's
+span of the job joins the sender's trace; a message without it starts a trace of its own.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -64,6 +68,7 @@ def envelope(
     eta: float | None = None,
     retries: int = 0,
     task: str = TASK_NAME,
+    headers: Mapping[str, str] | None = None,
 ) -> Envelope:
     """Build the Redis message of one job.
 
@@ -75,6 +80,7 @@ def envelope(
         eta: Run no earlier than this (Unix epoch seconds); the worker holds the message until then.
         retries: Celery's retry count header.
         task: The task's name (the notifier's webhook deliveries travel the same way).
+        headers: More Celery headers: the trace context (:func:`producer.tracing.headers`).
     """
     encoded = json.dumps(message, separators=(",", ":"), default=str)
     body = f"[[{encoded}],{{}},{_EMBED_JSON}]"
@@ -84,7 +90,7 @@ def envelope(
     # the nested dicts was a third of submit_many's time). Same keys and values as kombu writes.
     payload = (
         f'{{"body":"{base64.b64encode(body.encode()).decode()}","content-encoding":"utf-8",'
-        f'"content-type":"application/json","headers":{{"lang":"py","task":{q(task)},"id":{q(job_id)},'
+        f'"content-type":"application/json","headers":{{{_fields(headers)}"lang":"py","task":{q(task)},"id":{q(job_id)},'
         f'"shadow":null,"eta":{eta_iso},"expires":null,"group":null,"group_index":null,'
         f'"retries":{int(retries)},"timelimit":[null,null],"root_id":{q(job_id)},"parent_id":null,'
         f'"argsrepr":{q(f"[job {job_id}]")},"kwargsrepr":"{{}}","origin":{_ORIGIN_JSON},"ignore_result":null}},'
@@ -93,6 +99,24 @@ def envelope(
         f'"body_encoding":"base64","delivery_tag":"{uuid.uuid4()}"}}}}'
     )
     return Envelope(job_id, list_name(queue, priority), payload, len(encoded.encode()))
+
+
+def with_headers(e: Envelope, headers: Mapping[str, str]) -> Envelope:
+    """``e`` with more Celery headers (the trace context of the publish that sends it).
+
+    The payload is :func:`envelope`'s: its body is base64 (no quotes), so the first ``"headers":{``
+    opens the headers object; the new ones go first, so none can replace a header of Celery's.
+    """
+    if not headers:
+        return e
+    opening = '"headers":{'
+    assert opening in e.payload, "not a payload of envelope()"
+    return replace(e, payload=e.payload.replace(opening, opening + _fields(headers), 1))
+
+
+def _fields(headers: Mapping[str, str] | None) -> str:
+    """``headers`` as the leading members of a JSON object (``"k":"v",`` each), or nothing."""
+    return "".join(f"{_quote(str(k))}:{_quote(str(v))}," for k, v in headers.items()) if headers else ""
 
 
 def push(

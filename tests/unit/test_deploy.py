@@ -127,6 +127,7 @@ def test_dockerfile() -> None:
     assert by["USER"][-1].value[0] not in ("root", "0")
     health = by["HEALTHCHECK"][0].value
     assert "stylequeue" in health and "health" in health
+    assert any('".[worker,traces]"' in " ".join(c.value) for c in by["RUN"])  # traces: on with an OTLP endpoint
     for copy in by["COPY"]:
         for source in copy.value[:-1]:
             assert (ROOT / source).exists(), source
@@ -146,7 +147,7 @@ def test_api_and_notifier_services_run_the_light_image(compose: dict) -> None:
         assert service["environment"]["STYLEQUEUE_API_KEYS_FILE"] == mount.split(":")[1]
     commands = dockerfile.parse_file(str(ROOT / "producer" / "Dockerfile"))
     installs = " ".join(" ".join(c.value) for c in commands if c.cmd == "RUN")
-    assert '".[api]"' in installs and "tensorflow" not in installs.lower()
+    assert '".[api,traces]"' in installs and "tensorflow" not in installs.lower()
     assert [c for c in commands if c.cmd == "USER"][-1].value[0] not in ("root", "0")
     for copy in (c for c in commands if c.cmd == "COPY"):
         for source in copy.value[:-1]:

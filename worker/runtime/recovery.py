@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from producer import tracing
 from producer.broker import keys, scripts, wire
 from producer.broker.queues import list_name, migrate_legacy
 from worker.runtime.outcomes import Outcome
@@ -199,6 +200,6 @@ def step_aside(
     """
     if holder_tag is not None and holder_tag != my_tag and redis.hexists(keys.UNACKED, holder_tag):
         return Outcome.DROPPED
-    copy = wire.envelope(job_id, message, queue, priority, eta=time.time() + recheck_in_s)
+    copy = wire.envelope(job_id, message, queue, priority, eta=time.time() + recheck_in_s, headers=tracing.headers())
     redis.lpush(copy.list_name, copy.payload)
     return Outcome.DEFERRED

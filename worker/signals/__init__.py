@@ -12,6 +12,7 @@ module             policy
 ``sweep``          the recovery sweep (:mod:`worker.runtime.recovery`), in a thread of the parent, and
                    the claims on received messages it respects
 ``model``          each pool child loads the model before it takes a job
+``traces``         each pool child exports its spans (``OTEL_EXPORTER_OTLP_ENDPOINT`` set)
 ================== ==========================================================================
 
 Nothing here runs at import: :class:`worker.app.Setup` calls :func:`install` when a worker is
@@ -35,9 +36,10 @@ _stops: list[Callable[[], None]] = []
 def install(settings: Settings) -> None:
     """Connect every policy's signal handlers (call once per worker, in the parent)."""
     _metrics_dir()
-    from worker.signals import dead_letters, health, logs, metrics, model, refused, revoked, sweep
+    from worker.signals import dead_letters, health, logs, metrics, model, refused, revoked, sweep, traces
 
     logs.install(settings)
+    traces.install(settings)  # before the model: a child's tracer is there before its first S3 call
     metrics.install(settings)
     model.install(settings)  # before health: a child's state file appears once its model is loaded
     health.install(settings)
