@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from support.images import png_bytes, random_rgb
 from support.processes import WorkerProcess
+from support.store import BUCKETS, WEIGHTS_URI
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -61,8 +62,6 @@ def style() -> np.ndarray:
 
 # -- real services: redis-server, SeaweedFS S3, and `celery worker` processes ------------------
 
-BUCKETS = ["inputs", "outputs", "models", "forbidden"]
-WEIGHTS_URI = "s3://models/vgg19/random.weights.h5"
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,13 @@
-"""Looking at what a job left in the object store."""
+"""The session's object store: its buckets, the weights' place, and what a job left in it."""
 
 from __future__ import annotations
 
 from typing import Any
+
+#: The buckets the session's SeaweedFS has (tests/conftest.py makes them).
+BUCKETS = ["inputs", "outputs", "models", "forbidden"]
+#: Where the session's workers load their (seeded random) weights from.
+WEIGHTS_URI = "s3://models/vgg19/random.weights.h5"
 
 
 def objects(store: Any, bucket: str, prefix: str) -> list[str]:

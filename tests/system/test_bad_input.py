@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WEIGHTS_URI
 from PIL import Image
 from support.images import png_bytes, random_rgb
 from support.processes import own_workers
+from support.store import WEIGHTS_URI
 from support.waiting import wait_for
 
 from producer.core.contract import TASK_NAME, ObjectRef
