@@ -63,7 +63,6 @@ def style() -> np.ndarray:
 # -- real services: redis-server, SeaweedFS S3, and `celery worker` processes ------------------
 
 
-
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     """A real redis-server and a real SeaweedFS S3 server on free ports, for the whole session."""
