@@ -16,16 +16,41 @@ routes depend on: services, the caller's tenant, the body), :mod:`producer.api.s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 
 from producer import tracing
 from producer.api import errors
 from producer.api.deps import Services
+from producer.api.live import Hub
 from producer.api.metrics import Measure
 from producer.api.routes import batches, events, jobs, ops, playground, tenant, uploads
 from producer.core.settings import Settings
+
+
+def close_streams_on_exit(hub: Hub) -> None:
+    """End the event streams as soon as the server is told to stop (SIGTERM, SIGINT).
+
+    The server (uvicorn) waits for open responses before it shuts the app down, and an event
+    stream never ends by itself: its handler is chained, so the streams close first and their
+    clients reconnect elsewhere with ``Last-Event-ID``. Only where the server has a handler of its
+    own, in the main thread (not under a test client).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if callable(previous):
+
+            def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+                hub.shut_down()
+                previous(signum, frame)
+
+            signal.signal(sig, handler)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        close_streams_on_exit(services.hub)
         yield
         services.hub.close()
 

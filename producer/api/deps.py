@@ -61,7 +61,7 @@ class Services:
         client = Client(settings, publish_retry_s=2.0)
         redis = client.redis
         views = resources.Views(settings, redis, broker.of(settings, 2.0, backend=True))
-        hub = Hub(broker.of(settings, HUB_BLOCK_S + 5.0), int(HUB_BLOCK_S * 1000))
+        hub = Hub(broker.of(settings, HUB_BLOCK_S + 5.0), int(HUB_BLOCK_S * 1000), settings.api_max_streams_per_tenant)
         metrics = ApiMetrics(redis, streams_open=lambda: hub.open_streams)
         return cls(settings, keys, client, redis, Announcer(redis, settings), views, metrics, hub)
 

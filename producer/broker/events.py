@@ -7,7 +7,8 @@ the way (once per tenth, whichever run gets there); ``job.completed`` is written
 that ends the job (:mod:`producer.broker.ending`), in the same step; the HTTP API announces
 ``job.queued``. Each event is ``XADD``ed to
 ``stylequeue:events`` (capped at ``STYLEQUEUE_EVENTS_MAX`` entries), as fields ``id``, ``type``,
-``job_id`` and ``data`` (JSON), so any language can read it with a consumer group::
+``job_id`` and ``data`` (JSON), and ``tenant`` for a ``batch.completed`` (a job's tenant is its id's
+prefix), so any language can read it with a consumer group::
 
     XGROUP CREATE stylequeue:events billing $ MKSTREAM
     XREADGROUP GROUP billing me COUNT 100 BLOCK 5000 STREAMS stylequeue:events >
@@ -185,12 +186,10 @@ class Announcer:
 
     def _publish(self, event: Event, record: dict[str, str] | None = None) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(
-            keys.EVENTS,
-            {"id": event.id, "type": event.type, "job_id": event.job_id, "data": json.dumps(event.data)},
-            maxlen=self.settings.events_max,
-            approximate=True,
-        )
+        fields = {"id": event.id, "type": event.type, "job_id": event.job_id, "data": json.dumps(event.data)}
+        if event.type == "batch.completed" and record and record.get("tenant"):
+            fields["tenant"] = record["tenant"]  # a batch's id does not name its tenant (a job's does)
+        pipe.xadd(keys.EVENTS, fields, maxlen=self.settings.events_max, approximate=True)
         webhook = self.webhook(event, self.record(event.job_id) if record is None else record)
         if webhook is not None:
             pipe.lpush(webhook.list_name, webhook.payload)

@@ -106,11 +106,15 @@ def with_headers(e: Envelope, headers: Mapping[str, str]) -> Envelope:
 
     The payload is :func:`envelope`'s: its body is base64 (no quotes), so the first ``"headers":{``
     opens the headers object; the new ones go first, so none can replace a header of Celery's.
+
+    Raises:
+        ValueError: ``e`` was not made by :func:`envelope`.
     """
     if not headers:
         return e
     opening = '"headers":{'
-    assert opening in e.payload, "not a payload of envelope()"
+    if opening not in e.payload:
+        raise ValueError(f"job {e.job_id}: not a payload of envelope() (no headers object)")
     return replace(e, payload=e.payload.replace(opening, opening + _fields(headers), 1))
 
 

@@ -75,9 +75,9 @@ def run_api(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         proxy_headers=True,
-        # Event streams never end by themselves: on SIGTERM they get this long (s), then are
-        # closed and their clients reconnect elsewhere with Last-Event-ID.
-        timeout_graceful_shutdown=10,
+        # On SIGTERM the event streams end at once (producer.api.app.close_streams_on_exit);
+        # whatever else is still open after this long (s) is cancelled.
+        timeout_graceful_shutdown=30,
     )
     return 0
 

@@ -85,6 +85,8 @@ variable                                   default                    meaning
 ``STYLEQUEUE_WEBHOOK_QUEUE``               ``stylequeue-webhooks``    the notifier's queue
 ``STYLEQUEUE_EVENTS_MAX``                  ``100000``                 events kept in the ``stylequeue:events`` stream
 ``STYLEQUEUE_API_STREAM_KEEPALIVE_S``      ``15``                     an idle event stream sends a comment this often
+``STYLEQUEUE_API_MAX_STREAMS_PER_TENANT``  ``1000``                   event streams a tenant may have open in one
+                                                                      API process (then 429)
 ``STYLEQUEUE_AUTO_PRECISION``              (detect)                   what precision ``auto`` resolves to:
                                                                       ``float32`` or ``bfloat16`` as on a machine
                                                                       without / with native bfloat16 (tests, CI)
@@ -166,6 +168,7 @@ class Settings:
     webhook_queue: str = "stylequeue-webhooks"
     events_max: int = 100_000
     api_stream_keepalive_s: float = 15.0
+    api_max_streams_per_tenant: int = 1000
 
     @property
     def backend_url(self) -> str:

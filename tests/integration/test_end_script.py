@@ -68,6 +68,9 @@ def test_the_record_batch_and_in_flight_move_in_the_same_step(fresh_redis: Any, 
     ended = ending.end(fresh_redis, announcer, "acme.5", OK)
     assert ended.applied and ended.batch == "b"
     assert fresh_redis.hget(keys.JOB.format("acme.5"), "state") == b"SUCCESS"
+    # the record keeps where its end lies in the stream (an API event stream ends there)
+    end_entry = [i for i, f in fresh_redis.xrange(keys.EVENTS) if f[b"type"] == b"job.completed"]
+    assert [fresh_redis.hget(keys.JOB.format("acme.5"), "completed_event")] == end_entry
     assert fresh_redis.zcard(keys.TENANT_INFLIGHT.format("acme")) == 0
     batch = fresh_redis.hgetall(keys.BATCH.format("b"))
     assert batch[b"ended"] == b"1" and batch[b"success"] == b"1" and batch[b"running"] == b"0"

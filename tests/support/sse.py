@@ -52,6 +52,7 @@ class Listener:
         self.events: queue.Queue[Event | None] = queue.Queue()
         self.status: int | None = None
         self.headers: httpx.Headers | None = None
+        self._response: httpx.Response | None = None
         self._opened = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(client, path, headers or {}), daemon=True)
@@ -71,7 +72,7 @@ class Listener:
 
     def _read(self, client: httpx.Client, path: str, headers: dict[str, str]) -> None:
         with client.stream("GET", path, headers=headers, timeout=httpx.Timeout(10, read=120)) as r:
-            self.status, self.headers = r.status_code, r.headers
+            self.status, self.headers, self._response = r.status_code, r.headers, r
             self._opened.set()
             if r.status_code == 200:
                 for event in events(r):
@@ -97,4 +98,8 @@ class Listener:
                 return seen
 
     def close(self) -> None:
+        """Close the connection, as a client going away does."""
         self._stop.set()
+        if self._response is not None:
+            self._response.close()
+        self._thread.join(30)

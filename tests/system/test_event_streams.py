@@ -1,17 +1,26 @@
 """Live progress over HTTP: ``GET /v1/jobs/{id}/events`` and ``GET /v1/events`` as Server-Sent
 Events, from a real ``stylequeue api`` process and a real HTTP client, with the session's Redis,
-SeaweedFS and worker running the jobs."""
+SeaweedFS and worker running the jobs.
+
+Where a test needs a job to wait (a stream opened while it is queued), the session worker is
+frozen (SIGSTOP) while the job is submitted and thawed once the stream is open: the order of
+events follows from that, not from how fast the CPU is.
+"""
 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support.processes import cli, start_api
+from support.metrics import sample
+from support.processes import cli, frozen, start_api
 from support.sse import Listener
+from support.waiting import wait_for
 
 from producer.devstack import free_port
 
@@ -20,6 +29,8 @@ pytestmark = pytest.mark.slow
 C, S = "s3://inputs/test/content.png", "s3://inputs/test/style.jpg"
 #: Tiny jobs, exact numbers (pinned precision): 20 iterations announce ten progress events.
 PARAMS = {"size": 32, "iterations": 20, "precision": "float32"}
+#: Streams a tenant may have open in the test's API process.
+PER_TENANT = 3
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +48,20 @@ def keys(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def server(
-    stack_env: dict[str, str], keys: dict[str, Any], worker: Any, inputs: Any, tmp_path_factory
-) -> Iterator[Any]:
-    env = {
+def api_env(stack_env: dict[str, str], keys: dict[str, Any]) -> dict[str, str]:
+    return {
         **stack_env,
         "STYLEQUEUE_API_KEYS_FILE": keys["_file"],
         "STYLEQUEUE_API_STREAM_KEEPALIVE_S": "0.5",
+        "STYLEQUEUE_API_MAX_STREAMS_PER_TENANT": str(PER_TENANT),
         "STYLEQUEUE_METRICS_PORT": "0",
     }
+
+
+@pytest.fixture(scope="module")
+def server(api_env: dict[str, str], worker: Any, inputs: Any, tmp_path_factory) -> Iterator[Any]:
     port = free_port()
-    process = start_api(env, tmp_path_factory.mktemp("stream-api") / "api.log", port)
+    process = start_api(api_env, tmp_path_factory.mktemp("stream-api") / "api.log", port)
     process.url = f"http://127.0.0.1:{port}"
     yield process
     process.stop()
@@ -67,6 +81,10 @@ def submit(client: httpx.Client, tenant: str, params: dict[str, Any] = PARAMS) -
     r = client.post("/v1/jobs", json=body)
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
+
+
+def streams_open(api: str) -> float:
+    return sample(httpx.get(f"{api}/metrics", timeout=10).text, "stylequeue_api_streams_open")
 
 
 def test_a_tenants_stream_follows_a_job_live_from_queued_to_its_resource(api: str, keys: dict[str, Any]) -> None:
@@ -91,11 +109,15 @@ def test_a_tenants_stream_follows_a_job_live_from_queued_to_its_resource(api: st
     assert all(ids) and len(set(ids)) == len(ids)
 
 
-def test_a_jobs_stream_replays_resumes_after_last_event_id_and_closes(api: str, keys: dict[str, Any]) -> None:
+def test_a_jobs_stream_replays_resumes_after_last_event_id_and_closes(
+    api: str, keys: dict[str, Any], worker: Any
+) -> None:
     with http(api, keys["north"]) as north:
-        job_id = submit(north, "north")
-        first = Listener(north, f"/v1/jobs/{job_id}/events")
-        events = first.until("completed")
+        with frozen(worker.proc.pid):  # the job stays queued until its stream is open
+            job_id = submit(north, "north")
+            first = Listener(north, f"/v1/jobs/{job_id}/events")
+            assert first.next().name == "queued"  # replayed: it was queued before the stream opened
+        events = first.until("completed")  # the rest, live
         assert first.next() is None  # the stream closed by itself after completed
         assert events[-1].data["state"] == "SUCCESS" and events[-1].data["id"] == job_id
         progress = [e for e in events if e.name == "progress"]
@@ -113,34 +135,65 @@ def test_a_jobs_stream_replays_resumes_after_last_event_id_and_closes(api: str, 
         assert [e.name for e in only] == ["completed"] and only[0].id == events[-1].id
         assert again.next() is None
 
-        # after its completed event there is nothing to follow: 204 (an EventSource stops there)
-        done = north.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(events[-1].id)})
-        assert done.status_code == 204
+        # at or after its completed event nothing follows: 204
+        for last in (str(events[-1].id), f"{int(str(events[-1].id).split('-')[0]) + 1}-0"):
+            assert north.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": last}).status_code == 204
+    wait_for(lambda: streams_open(api) == 0, 30, "every stream released")
 
 
-def test_streams_are_authenticated_isolated_and_kept_alive(api: str, keys: dict[str, Any]) -> None:
+def test_streams_are_authenticated_isolated_bounded_and_kept_alive(api: str, keys: dict[str, Any]) -> None:
     with http(api, keys["north"]) as north, http(api, keys["south"]) as south, http(api, None) as anonymous:
         job_id = submit(north, "north", {**PARAMS, "iterations": 2})
         assert anonymous.get(f"/v1/jobs/{job_id}/events").status_code == 401
         assert anonymous.get("/v1/events").status_code == 401
         hidden = south.get(f"/v1/jobs/{job_id}/events")  # another tenant's job does not exist for it
         assert hidden.status_code == 404 and hidden.json()["error"]["type"] == "JobNotFound"
-        bad = north.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "yesterday"})
-        assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["error"]["message"]
+        for bad_id in ("yesterday", "99999999999999999999-0"):  # not an id; over Redis's 64 bits
+            bad = north.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": bad_id})
+            assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["error"]["message"], bad.text
 
         quiet = Listener(south, "/v1/events")
         mine = Listener(north, "/v1/events")
-        other = submit(north, "north", {**PARAMS, "iterations": 2})
-        assert mine.until("completed")[-1].data["id"] in (job_id, other)
-        # south saw none of north's events, only comments every 0.5 s
-        seen = [quiet.next(timeout_s=10, comments=True) for _ in range(4)]
+        submit(north, "north", {**PARAMS, "iterations": 2})
+        assert mine.until("completed")[-1].data["id"].startswith("north.")
+        # south saw none of north's events in 3 s, only comments every 0.5 s
+        seen = [quiet.next(timeout_s=10, comments=True) for _ in range(7)]
         assert all(e is not None and e.name in ("comment", "retry") for e in seen), seen
         assert any(e is not None and e.data == "keep-alive" for e in seen)
-        quiet.close()
         mine.close()
 
-        metrics = httpx.get(f"{api}/metrics", timeout=10).text
-        assert "stylequeue_api_streams_open" in metrics
+        # at most PER_TENANT streams of a tenant at once in this process; closing one frees it
+        more = [Listener(south, "/v1/events") for _ in range(PER_TENANT - 1)]
+        over = south.get("/v1/events")
+        assert over.status_code == 429 and over.json()["error"]["type"] == "TooManyStreams", over.text
+        quiet.close()
+        wait_for(lambda: streams_open(api) == PER_TENANT - 1, 30, "a closed stream released")
+        again = Listener(south, "/v1/events")
+        assert again.status == 200
+        for listener in (*more, again):
+            listener.close()
+        wait_for(lambda: streams_open(api) == 0, 30, "every stream released")
+
+
+def test_sigterm_ends_open_streams_at_once(api_env: dict[str, str], keys: dict[str, Any], tmp_path: Path) -> None:
+    """The server waits for open responses before it stops: a stream must end when it is told to
+    stop, not hold the process until uvicorn's graceful-shutdown timeout cancels it (which it
+    logs)."""
+    port = free_port()
+    process = start_api(api_env, tmp_path / "api.log", port)
+    with http(f"http://127.0.0.1:{port}", keys["north"]) as north:
+        listeners = [Listener(north, "/v1/events") for _ in range(2)]
+        for listener in listeners:
+            assert listener.next(comments=True).name == "retry"
+        process.proc.send_signal(signal.SIGTERM)
+        for listener in listeners:
+            while (e := listener.next(timeout_s=60, comments=True)) is not None:
+                assert e.name == "comment", e  # keep-alives until it closes
+        code = process.proc.wait(60)
+    log = process.log()
+    # uvicorn re-raises the signal it handled once it has shut down: killed by SIGTERM, cleanly
+    assert code in (0, -signal.SIGTERM) and "timeout graceful shutdown exceeded" not in log, log
+    assert "Traceback" not in log, log
 
 
 def test_openapi_documents_the_streams(api: str) -> None:

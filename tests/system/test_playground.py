@@ -19,7 +19,9 @@ import httpx
 import pytest
 from support.browser import Browser
 from support.images import png_bytes, random_rgb
-from support.processes import cli, start_api
+from support.metrics import sample
+from support.processes import cli, frozen, start_api
+from support.waiting import wait_for
 
 from producer.core.schema import job_schema
 from producer.devstack import free_port
@@ -41,6 +43,10 @@ def api(stack_env: dict[str, str], worker: Any, tmp_path_factory: pytest.TempPat
     server.stop()
 
 
+def streams_open(url: str) -> float:
+    return sample(httpx.get(f"{url}/metrics", timeout=10).text, "stylequeue_api_streams_open")
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Browser]:
     b = Browser(tmp_path / "chromedriver.log")
@@ -60,11 +66,12 @@ def test_the_page_is_served_with_a_strict_content_security_policy(api: tuple[str
     for asset, kind in (("playground.js", "text/javascript"), ("playground.css", "text/css")):
         r = httpx.get(f"{url}/playground/{asset}", timeout=10)
         assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
-    assert httpx.get(f"{url}/playground/..%2Fdeps.py", timeout=10).status_code == 404
+    for name in ("index.html", "__init__.py", "..%2Froutes%2Fplayground.py"):  # only the page's own files
+        assert httpx.get(f"{url}/playground/{name}", timeout=10).status_code == 404, name
 
 
 def test_a_job_from_the_page_shows_its_progress_and_its_result(
-    api: tuple[str, str], browser: Browser, tmp_path: Path
+    api: tuple[str, str], browser: Browser, worker: Any, tmp_path: Path
 ) -> None:
     url, key = api
     content, style = tmp_path / "content.png", tmp_path / "style.png"
@@ -92,8 +99,10 @@ def test_a_job_from_the_page_shows_its_progress_and_its_result(
         "document.getElementById('job-state').textContent + ' ' + document.getElementById('job-detail').textContent"
         ")).observe(document.getElementById('job'), {subtree: true, childList: true, characterData: true});"
     )
-    browser.click("#submit")
-
+    with frozen(worker.proc.pid):  # the job waits in the queue until the page follows its events
+        browser.click("#submit")
+        wait_for(lambda: streams_open(url) >= 1, 60, "the page's event stream open")
+        assert browser.text("#job-state") == "PENDING"
     browser.wait("return document.getElementById('job-state').textContent === 'SUCCESS'", 180, "the job's end")
     loaded = browser.wait(
         "const i = document.getElementById('result'); return !i.hidden && i.complete && i.naturalWidth", 60, "image"

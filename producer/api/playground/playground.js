@@ -164,7 +164,11 @@ async function watch(jobId) {
     if (lastId) headers["Last-Event-ID"] = lastId;
     try {
       const r = await fetch(`/v1/jobs/${encodeURIComponent(jobId)}/events`, { headers, signal: controller.signal });
-      if (r.status === 204) break; // ended before lastId: nothing follows
+      if (r.status === 204) break; // ended at or before lastId: nothing follows
+      if (r.status >= 400 && r.status < 500 && r.status !== 429) {
+        fail(`events: ${r.status} ${r.statusText}`); // the key, the job: retrying cannot help
+        return;
+      }
       if (!r.ok) throw new Error(`events: ${r.status}`);
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
@@ -190,7 +194,7 @@ async function watch(jobId) {
       if (controller.signal.aborted) return;
       fail(`${e.message}; reconnecting`);
     }
-    if (!done) await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (!done) await new Promise((resolve) => setTimeout(resolve, 3000));
   }
   refresh().catch((e) => fail(e.message));
 }

@@ -44,7 +44,7 @@ def policy(settings: Settings) -> str:
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            f"img-src 'self' blob: {store}",
+            f"img-src 'self' {store}",
             f"connect-src 'self' {store}",
             "base-uri 'none'",
             "form-action 'none'",

@@ -6,6 +6,7 @@
 --       or 'none' (no run: a cancel, a revoke, a refused message; it ends only an unheld job),
 --       5 '1' to set the cancel flag, 6 event id, 7 event data JSON, 8 stream cap, 9 state,
 --       10 time (epoch s), 11 job id, 12 webhook message ('' for none).
+-- The job's record (API jobs) also gets the completed event's stream id (completed_event).
 -- Returns {outcome, final state JSON, batch completed by this job (0/1), batch completion time}:
 -- 'ended' (the first final state stays: the one returned, maybe this very one from a try whose
 -- reply was lost), 'held' (another live run holds the job: nothing but the cancel flag written),
@@ -32,13 +33,14 @@ if lease then
 end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('del', KEYS[2], KEYS[3])
-redis.call('xadd', KEYS[5], 'MAXLEN', '~', ARGV[8], '*',
+local entry = redis.call('xadd', KEYS[5], 'MAXLEN', '~', ARGV[8], '*',
   'id', ARGV[6], 'type', 'job.completed', 'job_id', ARGV[11], 'data', ARGV[7])
 if ARGV[12] ~= '' then redis.call('lpush', KEYS[9], ARGV[12]) end
 local completed, completed_at = 0, ''
 local was = redis.call('hget', KEYS[6], 'state')
 if was and was ~= 'SUCCESS' and was ~= 'FAILURE' and was ~= 'REVOKED' then
-  redis.call('hset', KEYS[6], 'state', ARGV[9], 'finished_at', ARGV[10])
+  -- completed_event: the end's place in the stream (where an API event stream ends)
+  redis.call('hset', KEYS[6], 'state', ARGV[9], 'finished_at', ARGV[10], 'completed_event', entry)
   redis.call('zrem', KEYS[8], ARGV[11])
   if KEYS[7] ~= KEYS[6] and redis.call('exists', KEYS[7]) == 1 then  -- (an expired batch stays gone)
     if was == 'STARTED' then redis.call('hincrby', KEYS[7], 'running', -1) end
