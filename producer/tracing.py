@@ -152,14 +152,20 @@ def shutdown() -> None:
 
 
 def headers() -> dict[str, str]:
-    """The current trace context as message headers (``traceparent``, ``tracestate``); ``{}`` when none."""
+    """The current trace context as message headers (``traceparent``, ``tracestate``); ``{}`` when none.
+
+    Nothing else the propagators carry (baggage), and no ``tracestate`` over 512 characters.
+    """
     if not enabled():
         return {}
     from opentelemetry.propagate import inject
 
     carrier: dict[str, str] = {}
     inject(carrier)
-    return carrier
+    # Only the trace context, bounded: a caller's baggage (or an oversized tracestate) would be
+    # copied into every message of a batch.
+    kept = {k: v for k, v in carrier.items() if k == "traceparent" or (k == "tracestate" and len(v) <= 512)}
+    return kept
 
 
 @contextlib.contextmanager
