@@ -113,7 +113,8 @@ def ha(images: dict[str, float], weights_file: str) -> Iterator[HAStack]:
 def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack) -> None:
     params = {"size": 48, "iterations": 300, "init": "noise"}
     body = {**JOB, "output": "s3://stylequeue/results/", "params": params}
-    first = [api("POST", "/v1/jobs", body) for _ in range(2)]
+    queued = {**body, "params": {**params, "iterations": 20}}  # waits in the queue through the kill
+    first = [api("POST", "/v1/jobs", b) for b in (body, queued)]
     assert all(status == 202 for status, _ in first), first
     acknowledged = [answer["id"] for _, answer in first]
     wait_for(lambda: ha.running(acknowledged[0]), 300, "the first job running")
@@ -132,7 +133,7 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
                 refused.append(json.dumps(answer))
             else:  # checked below, in the test's own thread
                 unexpected.append(f"{status} {answer}")
-            stop.wait(0.5)
+            stop.wait(1.5)
 
     def watch_readiness() -> None:
         while not stop.is_set():

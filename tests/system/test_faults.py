@@ -276,12 +276,12 @@ def test_a_broker_restart_mid_job_does_not_wait_for_the_visibility_timeout(stack
         redis_server.stop()
 
 
-LOAD_JOBS = 400
+LOAD_JOBS = 200
 
 
 @pytest.mark.timeout(900)
 def test_a_load_of_small_jobs_through_2_workers_none_lost_or_duplicated(stack_env, store, tmp_path) -> None:
-    """400 small jobs, 2 workers: every job succeeds once, with one output each (400: the suite's time)."""
+    """200 small jobs, 2 workers: every job succeeds once, with one output each (200: the suite's time)."""
     store.client.put_object(Bucket="inputs", Key="load/c.png", Body=png_bytes(random_rgb(32, 32, 1)))
     store.client.put_object(Bucket="inputs", Key="load/s.png", Body=png_bytes(random_rgb(32, 32, 2)))
     env = {**FAST, "STYLEQUEUE_PROGRESS_INTERVAL_S": "5"}
