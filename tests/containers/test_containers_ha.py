@@ -122,6 +122,7 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
     refused: list[str] = []
     unexpected: list[str] = []
     readiness: list[int] = []
+    answered: list[tuple[float, int]] = []  # (when, /readyz's status)
     stop = threading.Event()
 
     def submit_through_the_gap() -> None:
@@ -137,7 +138,9 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
 
     def watch_readiness() -> None:
         while not stop.is_set():
-            readiness.append(api("GET", "/readyz", key=None)[0])
+            status = api("GET", "/readyz", key=None)[0]
+            readiness.append(status)
+            answered.append((time.monotonic(), status))
             stop.wait(0.5)
 
     threads = [threading.Thread(target=f, daemon=True) for f in (submit_through_the_gap, watch_readiness)]
@@ -152,7 +155,10 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
     stop.set()
     for t in threads:
         t.join()
-    print(f"\n{promoted} promoted; /readyz 200 again {time.monotonic() - killed_at:.1f} s after the kill")
+    first_503 = next(t for t, status in answered if status == 503)
+    back = next(t for t, status in answered if status == 200 and t > first_503)
+    gap = f"503 {first_503 - killed_at:.1f} s after the kill, 200 after {back - killed_at:.1f} s"
+    print(f"\n{promoted} promoted; /readyz {gap}")
 
     assert not unexpected, unexpected
     for job_id in acknowledged:
