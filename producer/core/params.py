@@ -111,9 +111,10 @@ class Params:
     )
     style_loss: str = option(
         "gram",
-        "style statistics: gram (Gram matrices, the seed's) or mean_std (Gram plus per-channel mean and std)",
+        "style statistics: gram (Gram matrices, the seed's), mean_std (Gram plus per-channel mean and std) "
+        "or w2 (Wasserstein-2 distance of Gaussians fitted to the features)",
         "choice",
-        choices=("gram", "mean_std"),
+        choices=("gram", "mean_std", "w2"),
     )
     normalization: str = option(
         "seed",

@@ -17,7 +17,7 @@ What makes it fast compared with the tutorial it reproduces:
   bfloat16; the losses, Gram matrices and the L-BFGS state stay float32/float64.
 
 Options beyond the seed: coarse-to-fine levels (:mod:`worker.nst.pyramid`), colour control
-(:mod:`worker.nst.colour`), the ``mean_std`` style statistics (:mod:`worker.nst.losses`), layer
+(:mod:`worker.nst.colour`), the ``mean_std`` and ``w2`` style statistics (:mod:`worker.nst.losses`), layer
 weight presets, and an early stop on a relative tolerance.
 """
 
@@ -216,14 +216,14 @@ class Engine:
             tuple(params.content_layers),
             tuple(params.style_layers),
             params.normalization == "invariant",
-            params.style_loss == "mean_std",
+            params.style_loss,
             self.precision(params),
         )
         if key not in self._loss_fns:
-            self._loss_fns[key] = self._compile(params, invariant=key[2], mean_std=key[3])
+            self._loss_fns[key] = self._compile(params, invariant=key[2], style_loss=params.style_loss)
         return self._loss_fns[key]
 
-    def _compile(self, params: Params, invariant: bool, mean_std: bool) -> Callable[..., Any]:
+    def _compile(self, params: Params, invariant: bool, style_loss: str) -> Callable[..., Any]:
         model = self._model(params)
         n_content = len(params.content_layers)
 
@@ -235,7 +235,7 @@ class Engine:
                 image_pixels = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
                 c = weights[0] * losses.content_loss(feats[:n_content], content_targets, invariant)
                 s = weights[1] * losses.style_loss(
-                    feats[n_content:], style_targets, layer_weights, image_pixels, invariant, mean_std
+                    feats[n_content:], style_targets, layer_weights, image_pixels, invariant, style_loss
                 )
                 t = weights[2] * losses.total_variation(x, tv_power, invariant)
                 total = c + s + t
@@ -414,6 +414,8 @@ class Engine:
             else:
                 per_style.append([losses.style_target(f) for f in self._features(params, style_rgb)[n_content:]])
         style_targets = [losses.blend([t[i] for t in per_style], blend) for i in range(len(params.style_layers))]
+        if params.style_loss == "w2":  # Σs^½, once per job and level
+            style_targets = [losses.with_cov_sqrt(t) for t in style_targets]
         weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
         layer_weights = tf.constant(params.layer_weights, tf.float32)
         tv_power = tf.constant(params.tv_power, tf.float32)
@@ -432,7 +434,7 @@ class Engine:
                 layer_weights,
                 tv_power,
                 params.normalization == "invariant",
-                params.style_loss == "mean_std",
+                params.style_loss,
                 x0.shape,
                 tile,
                 self._tiled_fns,

@@ -1,4 +1,4 @@
-"""Content, style (Gram) and total-variation losses, in two normalizations.
+"""Content, style (Gram, mean_std, W2) and total-variation losses, in two normalizations.
 
 ``seed`` reproduces the tutorial exactly (it is the default):
 
@@ -16,10 +16,30 @@ its size so one set of weights gives the same look at 128 px and 1024 px:
 * style_l  = mean (G_style − G_gen)²  with G = FᵀF / (C·H_l·W_l)
 * tv       = mean over the interior of (dx² + dy²)^power
 
-Style targets are stored as *per-pixel* Grams P = FᵀF / (H_l·W_l) (with the per-channel means
-and variances for ``style_loss="mean_std"``), computed once per job and level and blended over
-style images; this makes a style image of any size comparable with the output. When the style
-image has the output's size (the tutorial's case), seed mode is exact.
+Style targets are stored as *per-pixel* Grams P = FᵀF / (H_l·W_l) (with the per-channel means,
+variances and the channel covariance for ``mean_std`` and ``w2``), computed once per job and level
+and blended over style images; this makes a style image of any size comparable with the output.
+When the style image has the output's size (the tutorial's case), seed mode is exact.
+
+``style_loss="w2"`` replaces the Gram distance of a layer by the squared Wasserstein-2 distance
+between the Gaussians fitted to the generated and the style features (:func:`w2_squared`):
+
+    W2² = ‖μ − μs‖² + tr(Σ + Σs − 2·(Σs^½ Σ Σs^½)^½)
+
+with μ the per-channel mean and Σ = FᵀF/N − μμᵀ the channel covariance, both from the additive
+:class:`Moments` (so tiles stay exact). W2² is a mean squared displacement of features (units:
+feature², summed over the C channels). It is normalized as follows:
+
+* ``invariant``: W2² / C, the mean over channels (as crowsonkb's StyleLossW2): size-invariant, and
+  in the units of the invariant content term (a mean squared feature difference);
+* ``seed``: W2² · (H_l·W_l)² / (4 · 3² · (H·W)²), the Gram term's constants with W2² in place of
+  the squared Frobenius distance of the per-pixel Grams ‖P_style − P_gen‖²: like the seed's style
+  term it does not grow with the image, and it weighs the layers as the seed does.
+
+The magnitudes differ from the Gram term's (feature² against feature⁴), so ``style_weight`` needs
+its own value for ``w2``. Σs^½ is computed once per job and level (:func:`with_cov_sqrt`: an
+eigendecomposition in float64); the square root of Σs^½ Σ Σs^½ at every evaluation by coupled
+Newton–Schulz iterations in float32 (:func:`trace_sqrt`), differentiated by autodiff.
 """
 
 from __future__ import annotations
@@ -27,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -69,24 +90,103 @@ class StyleTarget(NamedTuple):
 
     Attributes:
         gram: Per-pixel Gram matrix FᵀF / (H·W), ``(C, C)``.
-        mean: Per-channel mean of the features, ``(C,)`` (``mean_std`` only).
+        mean: Per-channel mean of the features, ``(C,)`` (``mean_std`` and ``w2``).
         var: Per-channel variance of the features, ``(C,)`` (``mean_std`` only).
+        cov: Channel covariance FᵀF / (H·W) − μμᵀ, ``(C, C)`` (``w2`` only).
+        cov_sqrt: The PSD square root of ``cov`` (``w2`` only): zeros until :func:`with_cov_sqrt`.
     """
 
     gram: tf.Tensor
     mean: tf.Tensor
     var: tf.Tensor
+    cov: tf.Tensor
+    cov_sqrt: tf.Tensor
 
 
 def style_target(features: tf.Tensor) -> StyleTarget:
     """The style statistics of one ``(1, H, W, C)`` feature map."""
-    return target_of(moments(features, mean_std=True))
+    return target_of(moments(features, sums=True))
 
 
 def blend(targets: Sequence[StyleTarget], weights: Sequence[float]) -> StyleTarget:
-    """The weighted average of several style images' statistics (weights sum to 1)."""
-    return StyleTarget(
-        *(tf.add_n([w * getattr(t, name) for t, w in zip(targets, weights)]) for name in StyleTarget._fields)
+    """The weighted average of several style images' statistics (weights sum to 1).
+
+    Every statistic is averaged with the weights: the per-pixel Grams, the means, the variances
+    and, for ``w2``, the covariances (so W2's target is the Gaussian with the blended mean and the
+    blended covariance, not the Gaussian fitted to the pooled features of all the style images,
+    whose covariance would add the spread between the images' means). ``cov_sqrt`` is not a
+    linear statistic: it comes back as zeros, for :func:`with_cov_sqrt` to compute from the
+    blended covariance.
+    """
+    blended = {
+        name: tf.add_n([w * getattr(t, name) for t, w in zip(targets, weights)])
+        for name in StyleTarget._fields
+        if name != "cov_sqrt"
+    }
+    return StyleTarget(**blended, cov_sqrt=tf.zeros_like(blended["cov"]))
+
+
+def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric PSD square root of a symmetric matrix, by eigendecomposition in float64.
+
+    Eigenvalues that rounding made negative count as zero. Returned as float32.
+    """
+    m = np.asarray(matrix, np.float64)
+    values, vectors = np.linalg.eigh((m + m.T) / 2)
+    return ((vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T).astype(np.float32)
+
+
+def with_cov_sqrt(target: StyleTarget) -> StyleTarget:
+    """``target`` with Σs^½ filled in (``w2``): once per job and level, after :func:`blend`."""
+    return target._replace(cov_sqrt=tf.constant(psd_sqrt(target.cov.numpy())))
+
+
+#: Newton–Schulz iterations of :func:`trace_sqrt`. Each multiplies the smallest eigenvalues'
+#: share of convergence by about 2.25; past ~22, float32 rounding noise in the null space of a
+#: singular matrix (a layer with fewer positions than channels) grows into the result. 18 is
+#: accurate to ~1e-5 relative on well-conditioned matrices and ~1e-3 on VGG-like spectra
+#: (condition numbers of 1e8 and more), where float32 itself cannot resolve much better.
+NEWTON_SCHULZ_ITERATIONS = 18
+
+
+def trace_sqrt(matrix: tf.Tensor, iterations: int = NEWTON_SCHULZ_ITERATIONS) -> tf.Tensor:
+    """tr(A^½) of a symmetric positive semi-definite ``(C, C)`` float32 matrix.
+
+    Coupled Newton–Schulz (Higham's; Lin & Maji for its use in networks): with A normalized by
+    its Frobenius norm (all eigenvalues in [0, 1], where it converges), Y₀ = A, Z₀ = I,
+    T = (3I − Z Y)/2, Y ← Y T, Z ← T Z; Y → A^½. Only matrix products, a fixed number of
+    them: stable in float32, the same on every device, and differentiable by autodiff (the
+    gradient is the exact derivative of the value computed). The zero matrix gives 0.
+    """
+    # ‖A‖_F computed without overflow; the 1e-12 (under float32's resolution of a sum >= 1) keeps
+    # the zero matrix and its gradient finite.
+    scale = tf.reduce_max(tf.abs(matrix)) + 1e-30
+    norm = scale * tf.sqrt(tf.reduce_sum(tf.square(matrix / scale)) + 1e-12)
+    eye = tf.eye(tf.shape(matrix)[0], dtype=matrix.dtype)
+    y, z = matrix / norm, eye
+    for _ in range(iterations):
+        t = 1.5 * eye - 0.5 * tf.matmul(z, y)
+        y, z = tf.matmul(y, t), tf.matmul(t, z)
+    return tf.sqrt(norm) * tf.linalg.trace(y)
+
+
+def w2_squared(m: Moments, target: StyleTarget) -> tf.Tensor:
+    """W2² between the Gaussians fitted to summed moments (``total`` needed) and a style target.
+
+    ‖μ − μs‖² + tr(Σ) + tr(Σs) − 2·tr((Σs^½ Σ Σs^½)^½), per pixel (units: feature²). Rounding can
+    leave it slightly below 0 when the statistics are equal (by ~1e-6 of tr Σ); it is not clipped,
+    which would cut the gradient.
+    """
+    mean = m.total / m.n
+    cov = m.gram / m.n - mean[:, None] * mean[None, :]
+    cov = 0.5 * (cov + tf.transpose(cov))
+    product = tf.matmul(target.cov_sqrt, tf.matmul(cov, target.cov_sqrt))
+    product = 0.5 * (product + tf.transpose(product))
+    return (
+        tf.reduce_sum(tf.square(mean - target.mean))
+        + tf.linalg.trace(cov)
+        + tf.linalg.trace(target.cov)
+        - 2.0 * trace_sqrt(product)
     )
 
 
@@ -106,8 +206,8 @@ class Moments(NamedTuple):
 
     Attributes:
         gram: Raw Gram matrix FᵀF, ``(C, C)``.
-        total: Per-channel Σ F, ``(C,)`` (zeros unless ``mean_std``).
-        squares: Per-channel Σ F², ``(C,)`` (zeros unless ``mean_std``).
+        total: Per-channel Σ F, ``(C,)`` (zeros unless ``sums``: ``mean_std`` and ``w2``).
+        squares: Per-channel Σ F², ``(C,)`` (zeros unless ``sums``).
         n: Positions counted (float32 scalar).
     """
 
@@ -117,10 +217,10 @@ class Moments(NamedTuple):
     n: tf.Tensor
 
 
-def moments(features: tf.Tensor, mean_std: bool) -> Moments:
-    """The :class:`Moments` of a ``(1, H, W, C)`` feature map."""
+def moments(features: tf.Tensor, sums: bool) -> Moments:
+    """The :class:`Moments` of a ``(1, H, W, C)`` feature map (the per-channel sums when ``sums``)."""
     flat = tf.reshape(features, (-1, tf.shape(features)[-1]))
-    if mean_std:
+    if sums:
         total, squares = tf.reduce_sum(flat, axis=0), tf.reduce_sum(tf.square(flat), axis=0)
     else:
         total = squares = tf.zeros(tf.shape(flat)[-1:], flat.dtype)
@@ -133,9 +233,20 @@ def add_moments(parts: Sequence[Moments]) -> Moments:
 
 
 def target_of(m: Moments) -> StyleTarget:
-    """The style statistics (per-pixel) of summed moments."""
+    """The style statistics (per-pixel) of summed moments (``total`` and ``squares`` needed)."""
     mean = m.total / m.n
-    return StyleTarget(m.gram / m.n, mean, m.squares / m.n - tf.square(mean))
+    gram = m.gram / m.n
+    cov = gram - mean[:, None] * mean[None, :]
+    return StyleTarget(gram, mean, m.squares / m.n - tf.square(mean), cov, tf.zeros_like(cov))
+
+
+#: The values of ``params.style_loss``.
+STYLE_LOSSES = ("gram", "mean_std", "w2")
+
+
+def needs_sums(kind: str) -> bool:
+    """Whether the ``kind`` of style loss needs the per-channel sums of :class:`Moments`."""
+    return kind != "gram"
 
 
 def style_loss(
@@ -144,14 +255,16 @@ def style_loss(
     layer_weights: tf.Tensor,
     image_pixels: tf.Tensor,
     invariant: bool,
-    mean_std: bool = False,
+    kind: str = "gram",
 ) -> tf.Tensor:
     """Weighted sum over style layers of the distance between style statistics.
 
     ``gram`` (the seed's): the Gram matrices. ``mean_std`` adds, in the same units and with the
     same normalization, the per-channel means (as the outer product μμᵀ, the part of the per-pixel
     Gram that the means make) and the per-channel variances: first and second moments matched on
-    top of the Gram's mixed second moments.
+    top of the Gram's mixed second moments. ``w2``: instead of the Gram term, the squared
+    Wasserstein-2 distance of the fitted Gaussians (:func:`w2_squared`; normalized as the module
+    says; the targets need :func:`with_cov_sqrt`).
 
     Args:
         gen: Feature maps of the generated image, one per style layer (float32).
@@ -159,9 +272,10 @@ def style_loss(
         layer_weights: ``(L,)`` weights of the layers.
         image_pixels: H·W of the generated *image* (seed normalization only).
         invariant: Use the size-invariant normalization.
-        mean_std: Add the mean and variance terms.
+        kind: ``gram``, ``mean_std`` or ``w2`` (``params.style_loss``).
     """
-    return style_loss_of([moments(g, mean_std) for g in gen], targets, layer_weights, image_pixels, invariant, mean_std)
+    sums = needs_sums(kind)
+    return style_loss_of([moments(g, sums) for g in gen], targets, layer_weights, image_pixels, invariant, kind)
 
 
 def style_loss_of(
@@ -170,18 +284,23 @@ def style_loss_of(
     layer_weights: tf.Tensor,
     image_pixels: tf.Tensor,
     invariant: bool,
-    mean_std: bool = False,
+    kind: str = "gram",
 ) -> tf.Tensor:
     """:func:`style_loss` from each style layer's :class:`Moments` (of the whole image)."""
+    if kind not in STYLE_LOSSES:
+        raise ValueError(f"style loss {kind!r} is not one of {', '.join(STYLE_LOSSES)}")
     terms = []
     for i, (m, target) in enumerate(zip(stats, targets)):
         n = m.n
         channels = tf.cast(tf.shape(m.gram)[-1], tf.float32)
-        if invariant:
+        if kind == "w2":
+            w2 = w2_squared(m, target)
+            term = w2 / channels if invariant else w2 * tf.square(n / image_pixels) / (4.0 * 9.0)
+        elif invariant:
             term = tf.reduce_mean(tf.square(target.gram / channels - m.gram / (channels * n)))
         else:
             term = tf.reduce_sum(tf.square(target.gram * n - m.gram)) / (4.0 * 9.0 * tf.square(image_pixels))
-        if mean_std:
+        if kind == "mean_std":
             gen = target_of(m)
             term += _distance(
                 target.mean[:, None] * target.mean[None, :],

@@ -12,7 +12,8 @@ the gradient its exact gradient, computed in two passes over overlapping tiles.
   the network's pooling stride (16 px up to block 5), so the pooling windows line up, and a crop
   that reaches the image's border sees the same zero padding as the whole image.
 * **Pass 1** runs the network forward on each crop and sums, over the cores, every statistic the
-  loss needs: the style layers' raw Gram matrices (and per-channel sums for ``mean_std``) and the
+  loss needs: the style layers' raw Gram matrices (and per-channel sums for ``mean_std`` and ``w2``,
+  whose covariance is Gram/N − μμᵀ: W2 is a function of these sums too) and the
   content layers' squared differences. These are sums over positions, so the whole image's are
   the sums of its tiles'. The loss follows from them exactly, and so do its derivatives with
   respect to them (a few small matrices).
@@ -129,7 +130,7 @@ class TiledObjective:
         layer_weights: The style layers' weights.
         tv_power: The total variation's exponent.
         invariant: The size-invariant normalization.
-        mean_std: The ``mean_std`` style statistics.
+        style_loss: ``params.style_loss``: ``gram``, ``mean_std`` or ``w2``.
         shape: ``(1, H, W, 3)`` of the image.
         tile: Core size in px.
         compiled: Cache of the compiled per-device functions (shared by the objectives of one engine).
@@ -146,7 +147,7 @@ class TiledObjective:
         layer_weights: tf.Tensor,
         tv_power: tf.Tensor,
         invariant: bool,
-        mean_std: bool,
+        style_loss: str,
         shape: tuple[int, ...],
         tile: int,
         compiled: dict[Any, Any],
@@ -156,13 +157,14 @@ class TiledObjective:
         self.content_targets = [np.asarray(t, np.float32) for t in content_targets]
         self.style_targets = list(style_targets)
         self.weights, self.layer_weights, self.tv_power = weights, layer_weights, tv_power
-        self.invariant, self.mean_std = invariant, mean_std
+        self.invariant, self.style_loss = invariant, style_loss
+        self.sums = losses.needs_sums(style_loss)
         self.shape = shape
         layers = self.content_layers + self.style_layers
         self.tiles = grid(shape[1], shape[2], tile, layers)
         self.image_pixels = tf.constant(float(shape[1] * shape[2]))
         self.counts = [tf.constant(float(np.prod(t.shape))) for t in self.content_targets]
-        key = (tuple(layers), mean_std)
+        key = (tuple(layers), self.sums)
         self._fns = [self._functions(device, model, compiled, key) for device, model in self.models]
         # What each tile needs at every evaluation, made once: its core box and content targets.
         self._boxes = [tf.constant(t.box, tf.int32) for t in self.tiles]
@@ -176,7 +178,7 @@ class TiledObjective:
             return compiled[(device, key)]
         n_content = len(self.content_layers)
         scales = [scale_of(layer) for layer in self.content_layers + self.style_layers]
-        mean_std = self.mean_std
+        sums_needed = self.sums
 
         def core_stats(
             x: tf.Tensor, box: tf.Tensor, content_cores: list[tf.Tensor]
@@ -184,7 +186,7 @@ class TiledObjective:
             feats = [tf.cast(f, tf.float32) for f in model(x, training=False)]
             cores = [_core(f, box, s) for f, s in zip(feats, scales)]
             sums = [tf.reduce_sum(tf.square(c - t)) for c, t in zip(cores[:n_content], content_cores)]
-            return sums, [losses.moments(c, mean_std) for c in cores[n_content:]]
+            return sums, [losses.moments(c, sums_needed) for c in cores[n_content:]]
 
         def gradient(
             x: tf.Tensor,
@@ -201,7 +203,7 @@ class TiledObjective:
                 surrogate = tf.add_n([content_coefs[i] * s for i, s in enumerate(sums)] + [tf.constant(0.0)])
                 for m, dg, dt, ds in zip(moments, d_gram, d_total, d_squares):
                     surrogate += tf.reduce_sum(dg * m.gram)
-                    if mean_std:
+                    if sums_needed:
                         surrogate += tf.reduce_sum(dt * m.total) + tf.reduce_sum(ds * m.squares)
             return tape.gradient(surrogate, x)
 
@@ -283,7 +285,7 @@ class TiledObjective:
             tape.watch(watched)
             c = self.weights[0] * losses.content_loss_of(sums, self.counts, self.invariant)
             s = self.weights[1] * losses.style_loss_of(
-                moments, self.style_targets, self.layer_weights, self.image_pixels, self.invariant, self.mean_std
+                moments, self.style_targets, self.layer_weights, self.image_pixels, self.invariant, self.style_loss
             )
             network = c + s
         derivatives = tape.gradient(network, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -362,11 +364,11 @@ def moments(
     layers: Sequence[str],
     tile: int,
     wanted: Sequence[int],
-    mean_std: bool,
+    sums: bool,
 ) -> list[losses.Moments]:
     """The whole image's :class:`~worker.nst.losses.Moments` at the layers at ``wanted``, tile by tile."""
-    sums: list[list[losses.Moments]] = [[] for _ in wanted]
+    parts: list[list[losses.Moments]] = [[] for _ in wanted]
     for _, box, feats in _tile_features(models, x, layers, tile):
         for j, k in enumerate(wanted):
-            sums[j].append(losses.moments(_core(feats[k], box, scale_of(layers[k])), mean_std))
-    return [losses.add_moments(parts) for parts in sums]
+            parts[j].append(losses.moments(_core(feats[k], box, scale_of(layers[k])), sums))
+    return [losses.add_moments(p) for p in parts]
