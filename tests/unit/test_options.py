@@ -73,3 +73,14 @@ def test_the_docs_tables_are_the_generated_one() -> None:
         "regenerate: python -c 'from producer.core.schema import options_table; print(options_table())'"
     )
     assert table in (ROOT / "docs" / "engine.md").read_text()
+
+
+def test_style_loss_w2_is_an_option_of_the_schema_and_of_params() -> None:
+    validator = jsonschema.Draft202012Validator(job_schema())
+    job = {"content": "s3://photos/a.jpg", "style": ["s3://styles/s.jpg"], "output": "s3://results/"}
+    for value in ("gram", "mean_std", "w2"):
+        assert not list(validator.iter_errors({**job, "params": {"style_loss": value}})), value
+        assert Params.from_dict({"style_loss": value}).style_loss == value
+    assert list(validator.iter_errors({**job, "params": {"style_loss": "wasserstein"}}))
+    with pytest.raises(Exception, match="params.style_loss: 'wasserstein' is not one of gram, mean_std, w2"):
+        Params.from_dict({"style_loss": "wasserstein"})

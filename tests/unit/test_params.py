@@ -42,6 +42,7 @@ def test_round_trip_through_json_dict() -> None:
         ({"style_layers": ["block1_conv1"] * 2}, "params.style_layers"),
         ({"style_layer_weights": [1.0]}, "params.style_layer_weights"),
         ({"normalization": "fancy"}, "params.normalization"),
+        ({"style_loss": "w3"}, "params.style_loss"),
         ({"init": "zeros"}, "params.init"),
         ({"colour": True}, "params.colour"),
     ],

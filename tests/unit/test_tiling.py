@@ -31,6 +31,8 @@ LAYER_CHOICES = [
         "content_layers": ["block2_conv2"],
         "style_layers": ["block2_conv1"],
     },
+    {"style_loss": "w2", "tv_weight": 0.0},
+    {"normalization": "invariant", "style_loss": "w2", "style_layers": ["block1_conv1", "block3_conv1"]},
 ]
 
 
@@ -51,7 +53,9 @@ def tiled_and_whole(engine: Any, params: Params) -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize(
-    "extra", LAYER_CHOICES, ids=["seed", "invariant-with-tv", "mean_std", "deep-layers", "shallow"]
+    "extra",
+    LAYER_CHOICES,
+    ids=["seed", "invariant-with-tv", "mean_std", "deep-layers", "shallow", "w2", "w2-invariant"],
 )
 def test_tiled_loss_and_gradient_equal_the_whole_images(engine, extra) -> None:
     """Exact in float32 (pinned: ``auto`` is bfloat16 on a CPU with AVX512_BF16)."""
