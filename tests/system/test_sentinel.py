@@ -128,6 +128,7 @@ def test_a_failover_under_load_loses_duplicates_and_strands_nothing(stack_env, i
                         refused.append(r.text)
                     else:  # checked below, in the test's own thread
                         unexpected.append(f"{r.status_code} {r.text}")
+                    stop.wait(0.25)  # a steady stream, not as many jobs as a loaded CPU lets through
 
             def watch_readiness() -> None:  # its own thread: a submit may block through the whole gap
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
