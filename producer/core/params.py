@@ -31,6 +31,8 @@ VGG19_CONV_LAYERS: tuple[str, ...] = tuple(
 )
 #: Output channels of each VGG19 conv layer.
 CHANNELS: dict[str, int] = dict(zip(VGG19_CONV_LAYERS, [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8))
+#: The values of ``style_loss`` (the engine's losses implement each).
+STYLE_LOSSES = ("gram", "mean_std", "w2")
 
 SEED_CONTENT_LAYERS: tuple[str, ...] = ("block5_conv2",)
 SEED_STYLE_LAYERS: tuple[str, ...] = tuple(f"block{b}_conv1" for b in range(1, 6))
@@ -114,7 +116,7 @@ class Params:
         "style statistics: gram (Gram matrices, the seed's), mean_std (Gram plus per-channel mean and std) "
         "or w2 (Wasserstein-2 distance of Gaussians fitted to the features)",
         "choice",
-        choices=("gram", "mean_std", "w2"),
+        choices=STYLE_LOSSES,
     )
     normalization: str = option(
         "seed",

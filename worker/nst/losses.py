@@ -50,6 +50,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from producer.core.params import STYLE_LOSSES
+
 
 @tf.custom_gradient
 def raw_gram(features: tf.Tensor) -> tuple[tf.Tensor, object]:
@@ -238,10 +240,6 @@ def target_of(m: Moments) -> StyleTarget:
     gram = m.gram / m.n
     cov = gram - mean[:, None] * mean[None, :]
     return StyleTarget(gram, mean, m.squares / m.n - tf.square(mean), cov, tf.zeros_like(cov))
-
-
-#: The values of ``params.style_loss``.
-STYLE_LOSSES = ("gram", "mean_std", "w2")
 
 
 def needs_sums(kind: str) -> bool:
