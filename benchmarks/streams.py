@@ -1,6 +1,7 @@
 """Live progress for 1,000 watchers: SSE streams on one API process beside polling once a second.
 
-Starts a ``redis-server`` and one ``stylequeue api`` process (one uvicorn worker). ``--jobs``
+Starts a ``redis-server`` and one ``stylequeue api`` process (one uvicorn worker, started as
+benchmarks/submit.py starts it). ``--jobs``
 job records are made in Redis (nothing runs them: a writer stands in for the workers), and one
 watcher per job:
 
@@ -26,55 +27,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+from submit import start_api
 
 from producer.broker import keys
-from producer.devstack import RedisServer, free_port, stop_group
-from producer.tenants import hash_key
+from producer.devstack import RedisServer, stop_group
 
-KEY = "sq_bench-streams-key"
-TENANT = "bench"
-
-
-def start_api(redis_url: str, port: int, log: Path) -> Any:
-    import subprocess
-
-    entry = {"tenant": TENANT, "key_sha256": hash_key(KEY), "input": ["in/"], "output": ["out/"]}
-    entry.update(rate_per_s=1e6, burst=1_000_000)
-    env = {
-        **os.environ,
-        "STYLEQUEUE_BROKER_URL": redis_url,
-        "STYLEQUEUE_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # not used: nothing reads the store
-        "STYLEQUEUE_API_KEYS": json.dumps({"keys": [entry]}),
-        "STYLEQUEUE_METRICS_PORT": "0",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-    }
-    argv = [sys.executable, "-m", "producer.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*argv, "--log-level", "warning"],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"the API did not start:\n{log.read_text()[-2000:]}")
+TENANT = "bench"  # submit.start_api's tenant
 
 
 def make_jobs(redis: Any, n: int) -> list[str]:
@@ -101,17 +67,25 @@ def announce(redis: Any, ids: list[str], iteration: int, total: int) -> float:
     return at
 
 
-async def request(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
-    head = f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+@dataclass(frozen=True)
+class Endpoint:
+    """The API process as the watchers reach it: its port and the tenant's key."""
+
+    port: int
+    key: str
+
+
+async def request(api: Endpoint, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port, limit=2**20)
+    head = f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {api.key}\r\n\r\n"
     writer.write(head.encode())
     await writer.drain()
     return reader, writer
 
 
-async def stream_watcher(port: int, job_id: str, seen: dict[int, list[float]], ready: list[int]) -> None:
+async def stream_watcher(api: Endpoint, job_id: str, seen: dict[int, list[float]], ready: list[int]) -> None:
     """Keeps the job's event stream open; the delay of each progress event, by iteration."""
-    reader, writer = await request(port, f"/v1/jobs/{job_id}/events")
+    reader, writer = await request(api, f"/v1/jobs/{job_id}/events")
     status = await reader.readline()
     assert b" 200 " in status, status
     ready.append(1)
@@ -126,15 +100,15 @@ async def stream_watcher(port: int, job_id: str, seen: dict[int, list[float]], r
 
 
 async def poll_watcher(
-    port: int, job_id: str, every_s: float, seen: dict[int, list[float]], stop: asyncio.Event
+    api: Endpoint, job_id: str, every_s: float, seen: dict[int, list[float]], stop: asyncio.Event
 ) -> None:
     """Asks for the job every ``every_s`` on one keep-alive connection; the delay of each new progress."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port, limit=2**20)
     last = -1
     await asyncio.sleep(every_s * (hash(job_id) % 1000) / 1000)  # spread like independent clients
     try:
         while not stop.is_set():
-            head = f"GET /v1/jobs/{job_id} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+            head = f"GET /v1/jobs/{job_id} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {api.key}\r\n\r\n"
             writer.write(head.encode())
             await writer.drain()
             length = 0
@@ -196,10 +170,12 @@ async def settle(redis: Any, quiet_per_s: float = 20.0) -> None:
             return
 
 
-async def run_streams(port: int, redis: Any, pid: int, ids: list[str], rounds: int, interval: float) -> dict[str, Any]:
+async def run_streams(
+    api: Endpoint, redis: Any, pid: int, ids: list[str], rounds: int, interval: float
+) -> dict[str, Any]:
     seen: dict[int, list[float]] = {}
     ready: list[int] = []
-    tasks = [asyncio.create_task(stream_watcher(port, j, seen, ready)) for j in ids]
+    tasks = [asyncio.create_task(stream_watcher(api, j, seen, ready)) for j in ids]
     while len(ready) < len(ids):
         await asyncio.sleep(0.1)
         if any(t.done() for t in tasks):
@@ -224,11 +200,11 @@ async def run_streams(port: int, redis: Any, pid: int, ids: list[str], rounds: i
 
 
 async def run_polling(
-    port: int, redis: Any, pid: int, ids: list[str], rounds: int, interval: float, poll_s: float
+    api: Endpoint, redis: Any, pid: int, ids: list[str], rounds: int, interval: float, poll_s: float
 ) -> dict[str, Any]:
     seen: dict[int, list[float]] = {}
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(poll_watcher(port, j, poll_s, seen, stop)) for j in ids]
+    tasks = [asyncio.create_task(poll_watcher(api, j, poll_s, seen, stop)) for j in ids]
     await asyncio.sleep(poll_s + 1.0)
     with Usage(pid, redis) as usage:
         for r in range(rounds):
@@ -256,15 +232,19 @@ def main() -> None:
         import redis as redis_lib
 
         redis = redis_lib.Redis.from_url(server.url)
-        port = free_port()
-        api = start_api(server.url, port, Path(tmp) / "api.log")
+        # every watcher polls once a second, and every one may hold a stream
+        process, base, key = start_api(
+            server.url, tmp, rate_per_s=10 * args.jobs, STYLEQUEUE_API_MAX_STREAMS_PER_TENANT=str(args.jobs)
+        )
+        api = Endpoint(int(base.rsplit(":", 1)[1]), key)
+        pid = process.pid
         try:
             ids = make_jobs(redis, args.jobs)
-            rss0 = psutil.Process(api.pid).memory_info().rss / 2**20
-            streams = asyncio.run(run_streams(port, redis, api.pid, ids, args.rounds, args.interval_s))
-            polling = asyncio.run(run_polling(port, redis, api.pid, ids, args.rounds, args.interval_s, args.poll_s))
+            rss0 = psutil.Process(pid).memory_info().rss / 2**20
+            streams = asyncio.run(run_streams(api, redis, pid, ids, args.rounds, args.interval_s))
+            polling = asyncio.run(run_polling(api, redis, pid, ids, args.rounds, args.interval_s, args.poll_s))
         finally:
-            stop_group(api, 10)
+            stop_group(process, 10)
             server.stop()
     print(f"{args.jobs} watchers, {args.rounds} progress rounds {args.interval_s:g} s apart, one API process")
     print(f"API process RSS before any watcher: {rss0:.0f} MiB")

@@ -64,8 +64,12 @@ def http_batches(base: str, key: str, n: int, per_request: int) -> float:
         return time.perf_counter() - start
 
 
-def start_api(redis_url: str, directory: str) -> tuple[Any, str, str]:
-    """A real `stylequeue api` on a free port, with one tenant; (process, base URL, key)."""
+def start_api(redis_url: str, directory: str, rate_per_s: float = 1000, **env_extra: str) -> tuple[Any, str, str]:
+    """A real `stylequeue api` on a free port, with one tenant; (process, base URL, key).
+
+    The tenant `bench` may send ``rate_per_s`` requests a second; ``env_extra`` is added to the
+    process's environment. benchmarks/streams.py starts its API with it too.
+    """
     import json
     import os
     import subprocess
@@ -82,8 +86,8 @@ def start_api(redis_url: str, directory: str) -> tuple[Any, str, str]:
         "key_sha256": hash_key(key),
         "input": ["photos", "styles"],
         "output": ["results/bench/"],
-        "rate_per_s": 1000,
-        "burst": 1000,
+        "rate_per_s": rate_per_s,
+        "burst": max(1000, int(rate_per_s)),
         "max_in_flight": 10**7,
     }
     keys_file = Path(directory) / "keys.json"
@@ -96,6 +100,7 @@ def start_api(redis_url: str, directory: str) -> tuple[Any, str, str]:
         "STYLEQUEUE_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # presigning only: never contacted here
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
+        **env_extra,
     }
     argv = [sys.executable, "-m", "producer.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen([*argv, "--log-level", "warning"], env=env, start_new_session=True)
