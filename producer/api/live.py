@@ -42,6 +42,10 @@ PAGE = 500
 SCAN_MAX = 10_000
 #: Replays (and a stream's renders of its job) running at once in a process: their own threads.
 REPLAYS = 8
+#: Completed resources kept for the streams that send the same end (:meth:`Hub.once`): at most
+#: this many, for this long (s; a resource's presigned URLs stay fresh).
+ONCE_MAX = 256
+ONCE_TTL_S = 60.0
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 
@@ -133,6 +137,7 @@ class Hub:
         self._stop = threading.Event()
         self._last = "0-0"
         self._limiter: Any = None
+        self._once: dict[str, tuple[float, asyncio.Future[Any]]] = {}
         self._shutting_down = False
         #: Streams open in this process now.
         self.open_streams = 0
@@ -173,6 +178,7 @@ class Hub:
         self._by_job.clear()
         self._by_tenant.clear()
         self._open.clear()
+        self._once.clear()
         self.open_streams = 0
         self._loop, self._stop, self._last = loop, threading.Event(), last
         self._limiter = anyio.CapacityLimiter(REPLAYS)
@@ -198,6 +204,30 @@ class Hub:
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def once(self, key: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` through :meth:`run`, once for every stream asking with the same ``key``.
+
+        A job's end reaches all its watchers together (and every stream of its tenant): they
+        share one read of the job's resource, keyed by the end's stream id. The last
+        :data:`ONCE_MAX`, for :data:`ONCE_TTL_S`, are kept; a failed read is not.
+        """
+        now = asyncio.get_running_loop().time()
+        kept = self._once.get(key)
+        if kept is not None and now - kept[0] < ONCE_TTL_S:
+            task = kept[1]
+        else:
+            task = asyncio.ensure_future(self.run(fn, *args))
+
+            def forget_a_failure(t: asyncio.Future[Any]) -> None:
+                if not t.cancelled() and t.exception() is not None and self._once.get(key, (0, None))[1] is t:
+                    del self._once[key]
+
+            task.add_done_callback(forget_a_failure)
+            self._once[key] = (now, task)
+            while len(self._once) > ONCE_MAX:
+                del self._once[next(iter(self._once))]
+        return await asyncio.shield(task)
 
     def history(self, after: str, job_id: str | None, tenant: str) -> list[Entry]:
         """Entries after ``after`` (exclusive) of ``job_id``, or of every job of ``tenant``, oldest first.

@@ -121,7 +121,6 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
 
     refused: list[str] = []
     unexpected: list[str] = []
-    readiness: list[int] = []
     answered: list[tuple[float, int]] = []  # (when, /readyz's status)
     stop = threading.Event()
 
@@ -138,9 +137,7 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
 
     def watch_readiness() -> None:
         while not stop.is_set():
-            status = api("GET", "/readyz", key=None)[0]
-            readiness.append(status)
-            answered.append((time.monotonic(), status))
+            answered.append((time.monotonic(), api("GET", "/readyz", key=None)[0]))
             stop.wait(0.5)
 
     threads = [threading.Thread(target=f, daemon=True) for f in (submit_through_the_gap, watch_readiness)]
@@ -150,7 +147,11 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
     killed_at, before_kill = time.monotonic(), len(acknowledged)
     podman("kill", "--signal", "KILL", ha.container("redis"))
     promoted = wait_for(lambda: (p := ha.primary()) not in (None, "redis") and p, 120, "a replica promoted")
-    wait_for(lambda: 503 in readiness and readiness[-2:] == [200, 200], 120, "/readyz back to 200")
+
+    def readiness() -> list[int]:
+        return [status for _, status in answered]
+
+    wait_for(lambda: 503 in readiness() and readiness()[-2:] == [200, 200], 120, "/readyz back to 200")
     wait_for(lambda: len(acknowledged) >= before_kill + 3, 120, "submits acknowledged after the kill")
     stop.set()
     for t in threads:

@@ -198,3 +198,33 @@ def test_an_end_the_stream_no_longer_has_is_sent_under_the_id_the_end_recorded(f
     missed = _opening(fresh_redis, "SUCCESS", after=started, completed_event=end)  # a client that missed it
     assert [(e.stream_id, e.type) for e in missed.replay] == [(end, "job.completed")] and not missed.no_content
     assert _opening(fresh_redis, "SUCCESS", after=end, completed_event=end).no_content
+
+
+def test_one_read_of_an_end_serves_every_stream_that_sends_it(fresh_redis: Any) -> None:
+    """Hub.once: streams sending the same end share one read; a failed read is read again."""
+    hub = Hub(fresh_redis, block_ms=200)
+    calls: list[str] = []
+
+    def read(job_id: str) -> dict[str, str]:
+        calls.append(job_id)
+        if job_id == "acme.broken":
+            raise ConnectionError("Redis went away")
+        return {"id": job_id}
+
+    async def main() -> tuple[list[Any], list[str]]:
+        await hub.subscribe("acme")  # the hub's threads exist from the first stream on
+        shared = await asyncio.gather(*(hub.once("1-0", read, "acme.j") for _ in range(20)))
+        failures = []
+        for _ in range(2):
+            try:
+                await hub.once("2-0", read, "acme.broken")
+            except ConnectionError as e:
+                failures.append(str(e))
+        return shared, failures
+
+    try:
+        shared, failures = asyncio.run(main())
+    finally:
+        hub.close()
+    assert shared == [{"id": "acme.j"}] * 20 and calls.count("acme.j") == 1
+    assert failures == ["Redis went away"] * 2 and calls.count("acme.broken") == 2

@@ -177,6 +177,7 @@ class ServiceProcess:
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
+        self.url = ""  # where it serves, for the API (start_api)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*CLI, *args], env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -196,9 +197,14 @@ class ServiceProcess:
         self._log.close()
 
 
-def start_api(env: dict[str, str], log_path: Path, port: int) -> ServiceProcess:
-    """``stylequeue api`` on 127.0.0.1:``port``, once it answers ``/healthz``."""
+def start_api(env: dict[str, str], log_path: Path, port: int | None = None) -> ServiceProcess:
+    """``stylequeue api`` on 127.0.0.1:``port`` (a free one by default), once it answers ``/healthz``;
+    its ``url`` is ``http://127.0.0.1:<port>``."""
+    from producer.devstack import free_port
+
+    port = port or free_port()
     api = ServiceProcess(["api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env, log_path)
+    api.url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         api.alive()

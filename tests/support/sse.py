@@ -11,6 +11,13 @@ from typing import Any
 
 import httpx
 
+from support.metrics import sample, scrape
+
+
+def streams_open(api: str) -> float:
+    """The streams the API process at ``api`` (``http://127.0.0.1:PORT``) has open, from its /metrics."""
+    return sample(scrape(int(api.rsplit(":", 1)[1])), "stylequeue_api_streams_open")
+
 
 @dataclass(frozen=True)
 class Event:

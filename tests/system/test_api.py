@@ -84,9 +84,8 @@ def api_env(stack_env: dict[str, str], tenants: dict[str, Any]) -> dict[str, str
 
 @pytest.fixture(scope="module")
 def api(api_env: dict[str, str], worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    server = start_api(api_env, tmp_path_factory.mktemp("api") / "api.log", port)
-    yield f"http://127.0.0.1:{port}"
+    server = start_api(api_env, tmp_path_factory.mktemp("api") / "api.log")
+    yield server.url
     server.stop()
 
 

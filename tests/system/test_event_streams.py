@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support.metrics import sample
 from support.processes import cli, frozen, start_api
-from support.sse import Listener
+from support.sse import Listener, streams_open
 from support.waiting import wait_for
-
-from producer.devstack import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +58,7 @@ def api_env(stack_env: dict[str, str], keys: dict[str, Any]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(api_env: dict[str, str], worker: Any, inputs: Any, tmp_path_factory) -> Iterator[Any]:
-    port = free_port()
-    process = start_api(api_env, tmp_path_factory.mktemp("stream-api") / "api.log", port)
-    process.url = f"http://127.0.0.1:{port}"
+    process = start_api(api_env, tmp_path_factory.mktemp("stream-api") / "api.log")
     yield process
     process.stop()
 
@@ -81,10 +77,6 @@ def submit(client: httpx.Client, tenant: str, params: dict[str, Any] = PARAMS) -
     r = client.post("/v1/jobs", json=body)
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
-
-
-def streams_open(api: str) -> float:
-    return sample(httpx.get(f"{api}/metrics", timeout=10).text, "stylequeue_api_streams_open")
 
 
 def test_a_tenants_stream_follows_a_job_live_from_queued_to_its_resource(api: str, keys: dict[str, Any]) -> None:
@@ -141,6 +133,19 @@ def test_a_jobs_stream_replays_resumes_after_last_event_id_and_closes(
     wait_for(lambda: streams_open(api) == 0, 30, "every stream released")
 
 
+def test_curl_follows_a_job_to_its_end_as_the_docs_show(api: str, keys: dict[str, Any]) -> None:
+    """An outsider's client: `curl -N` (docs/http-api.md) reads the stream and exits by itself at
+    the end, the last event the job resource."""
+    with http(api, keys["north"]) as north:
+        job_id = submit(north, "north", {**PARAMS, "iterations": 2})
+    argv = ["curl", "-sS", "-N", "-H", f"Authorization: Bearer {keys['north']}", f"{api}/v1/jobs/{job_id}/events"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr  # the server closed the stream: curl ended on its own
+    blocks = [b for b in out.stdout.split("\n\n") if b.startswith("id: ")]
+    last = dict(line.split(": ", 1) for line in blocks[-1].splitlines())
+    assert last["event"] == "completed" and json.loads(last["data"])["state"] == "SUCCESS", out.stdout
+
+
 def test_streams_are_authenticated_isolated_bounded_and_kept_alive(api: str, keys: dict[str, Any]) -> None:
     with http(api, keys["north"]) as north, http(api, keys["south"]) as south, http(api, None) as anonymous:
         job_id = submit(north, "north", {**PARAMS, "iterations": 2})
@@ -179,9 +184,8 @@ def test_sigterm_ends_open_streams_at_once(api_env: dict[str, str], keys: dict[s
     """The server waits for open responses before it stops: a stream must end when it is told to
     stop, not hold the process until uvicorn's graceful-shutdown timeout cancels it (which it
     logs)."""
-    port = free_port()
-    process = start_api(api_env, tmp_path / "api.log", port)
-    with http(f"http://127.0.0.1:{port}", keys["north"]) as north:
+    process = start_api(api_env, tmp_path / "api.log")
+    with http(process.url, keys["north"]) as north:
         listeners = [Listener(north, "/v1/events") for _ in range(2)]
         for listener in listeners:
             assert listener.next(comments=True).name == "retry"

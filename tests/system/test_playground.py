@@ -19,12 +19,11 @@ import httpx
 import pytest
 from support.browser import Browser
 from support.images import png_bytes, random_rgb
-from support.metrics import sample
 from support.processes import cli, frozen, start_api
+from support.sse import streams_open
 from support.waiting import wait_for
 
 from producer.core.schema import job_schema
-from producer.devstack import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +36,9 @@ def api(stack_env: dict[str, str], worker: Any, tmp_path_factory: pytest.TempPat
     made = cli("keys", "create", "--tenant", "play", *flags, "--add-to", str(keys_file), env=stack_env, timeout=60)
     assert made.returncode == 0, made.stderr
     env = {**stack_env, "STYLEQUEUE_API_KEYS_FILE": str(keys_file), "STYLEQUEUE_METRICS_PORT": "0"}
-    port = free_port()
-    server = start_api(env, tmp_path_factory.mktemp("play-api") / "api.log", port)
-    yield f"http://127.0.0.1:{port}", made.stdout.split("\n", 1)[0].strip()
+    server = start_api(env, tmp_path_factory.mktemp("play-api") / "api.log")
+    yield server.url, made.stdout.split("\n", 1)[0].strip()
     server.stop()
-
-
-def streams_open(url: str) -> float:
-    return sample(httpx.get(f"{url}/metrics", timeout=10).text, "stylequeue_api_streams_open")
 
 
 @pytest.fixture

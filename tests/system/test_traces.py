@@ -21,7 +21,6 @@ from support.waiting import wait_for
 from support.webhooks import WebhookReceiver
 
 from producer.core.contract import ObjectRef
-from producer.devstack import free_port
 from producer.tenants import Tenant, hash_key
 from producer.webhooks import new_secret
 
@@ -80,9 +79,8 @@ def workers(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def api(env: dict[str, str], workers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    server = start_api(env, tmp_path_factory.mktemp("traced-api") / "api.log", port)
-    yield f"http://127.0.0.1:{port}"
+    server = start_api(env, tmp_path_factory.mktemp("traced-api") / "api.log")
+    yield server.url
     server.stop()
 
 

@@ -89,11 +89,14 @@ def _after(last_event_id: str | None) -> str | None:
 
 
 async def _render(s: Services, e: Entry) -> str:
-    """The frame of ``e``; a ``completed`` carries the job resource (else the stream's data)."""
+    """The frame of ``e``; a ``completed`` carries the job resource (else the stream's data).
+
+    The resource is read once for all the streams that send the same end (``Hub.once``).
+    """
     if e.type != "job.completed":
         return frame(e)
     try:
-        return frame(e, await s.hub.run(s.views.job, e.job_id))
+        return frame(e, await s.hub.once(e.stream_id, s.views.job, e.job_id))
     except broker.errors():
         return frame(e)
 
