@@ -374,17 +374,32 @@ class Client:
         params: Params | Mapping[str, Any] | None = None,
         *,
         style_weights: Sequence[float] | None = None,
+        style_masks: Sequence[str | None] | None = None,
         job_id: str | None = None,
         format: str | None = None,
     ) -> Job:
-        """Build and validate a :class:`Job` (with a fresh id when none is given)."""
+        """Build and validate a :class:`Job` (with a fresh id when none is given).
+
+        ``style_masks``: one mask URI per style (``None`` for a style without), white where that
+        style applies (regional styles, docs/engine.md).
+        """
         styles = [style] if isinstance(style, str) else list(style)
-        if style_weights is not None:
-            if len(style_weights) != len(styles):
-                raise InvalidJob("style", f"{len(style_weights)} weights for {len(styles)} style images")
-            style_field: Any = [{"uri": s, "weight": w} for s, w in zip(styles, style_weights)]
-        else:
+        if style_weights is not None and len(style_weights) != len(styles):
+            raise InvalidJob("style", f"{len(style_weights)} weights for {len(styles)} style images")
+        if style_masks is not None and len(style_masks) != len(styles):
+            raise InvalidJob("style", f"{len(style_masks)} masks for {len(styles)} style images: one per style")
+        style_field: Any
+        if style_weights is None and style_masks is None:
             style_field = styles[0] if len(styles) == 1 else styles
+        else:
+            style_field = []
+            for i, uri in enumerate(styles):
+                item: dict[str, Any] = {"uri": uri}
+                if style_weights is not None:
+                    item["weight"] = style_weights[i]
+                if style_masks is not None and style_masks[i] is not None:
+                    item["mask"] = style_masks[i]
+                style_field.append(item)
         message: dict[str, Any] = {
             "content": content,
             "style": style_field,
@@ -415,7 +430,7 @@ class Client:
                 (result at ``<prefix><job_id>.<ext>``).
             params: Engine options (:class:`Params` or its JSON form).
             priority: 0 (most urgent) to 9 (least); default 5.
-            **options: ``style_weights``, ``job_id``, ``format`` (see :meth:`build`).
+            **options: ``style_weights``, ``style_masks``, ``job_id``, ``format`` (see :meth:`build`).
 
         Raises:
             InvalidJob: naming the offending field; nothing is sent.

@@ -89,8 +89,7 @@ def prepare(
         job.check_limits(s.settings.max_size_px, s.settings.max_iterations, s.settings.max_pixels)
     except InvalidJob as e:
         raise InvalidJob(prefix + e.field, e.message) from None
-    refs = [("content", job.content), *((f"style[{i}]", s) for i, s in enumerate(job.styles))]
-    for field, ref in refs:
+    for field, ref in job.inputs():
         if not admits(tenant.input, ref):
             raise ApiError(
                 403, "BucketNotAllowed", f"{ref.uri} is outside the inputs of {tenant.tenant}", prefix + field

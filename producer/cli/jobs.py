@@ -34,6 +34,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--output", help="s3://bucket/key, or a prefix ending in '/' (default s3://BUCKET/results/)")
     p.add_argument("--bucket", help="upload local files to this bucket (under uploads/) first")
     p.add_argument("--style-blend", help="comma-separated blend weights, one per style")
+    options.add_mask_flag(p, "s3:// URI, or a local file with --bucket")
     p.add_argument("--format", choices=["png", "jpeg", "webp"], help="output format (default from the key, else png)")
     p.add_argument("--job-id", help="your id for the job (default: a random one)")
     p.add_argument("--priority", type=int, help="0 (most urgent) to 9 (least); default 5")
@@ -98,7 +99,8 @@ def run_submit(args: argparse.Namespace) -> int:
     """Run ``stylequeue submit``."""
     client = _client()
     params = options.params_from_args(args)
-    local = [v for v in [args.content, *args.styles] if not v.startswith("s3://")]
+    mask_args = options.masks_of(args.style_mask, len(args.styles))
+    local = [v for v in [args.content, *args.styles, *mask_args] if v is not None and not v.startswith("s3://")]
     store = None
     if local and args.bucket:
         from producer.storage import Store
@@ -106,6 +108,9 @@ def run_submit(args: argparse.Namespace) -> int:
         store = Store(client.settings)
     content = _as_uri(args.content, args.bucket, store, "content")
     styles = [_as_uri(s, args.bucket, store, "style") for s in args.styles]
+    masks = (
+        None if args.style_mask is None else [m and _as_uri(m, args.bucket, store, "--style-mask") for m in mask_args]
+    )
     output = args.output or (f"s3://{args.bucket}/results/" if args.bucket else None)
     if output is None:
         raise InvalidJob("--output", "is required (or give --bucket to write under s3://BUCKET/results/)")
@@ -121,6 +126,7 @@ def run_submit(args: argparse.Namespace) -> int:
         output,
         params,
         style_weights=weights,
+        style_masks=masks,
         job_id=args.job_id,
         format=args.format,
         priority=args.priority,

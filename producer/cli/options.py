@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from producer.core.errors import InvalidJob
 from producer.core.params import Option, Params, number_text
 
 
@@ -93,3 +94,29 @@ def add_flags(parser: argparse.ArgumentParser, params: type[Params] = Params) ->
 def params_from_args(args: argparse.Namespace, params: type[Params] = Params) -> dict[str, Any]:
     """The ``params`` object of the flags given (flags left out are not in it)."""
     return {f.name: getattr(args, f.name) for f, _ in params.options() if getattr(args, f.name, None) is not None}
+
+
+def add_mask_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """``--style-mask``, given once per style image, in order (regional styles)."""
+    p.add_argument(
+        "--style-mask",
+        action="append",
+        metavar="MASK",
+        help=f"grayscale image over the output, white where a style applies ({what}): once per style image, "
+        "in order; 'none' for a style without one",
+    )
+
+
+def masks_of(given: list[str] | None, n_styles: int) -> list[str | None]:
+    """``--style-mask`` values, one per style (``none``: that style has none); [] when not given.
+
+    Raises:
+        InvalidJob: not one per style.
+    """
+    if given is None:
+        return []
+    if len(given) != n_styles:
+        raise InvalidJob(
+            "--style-mask", f"given {len(given)} times for {n_styles} style images: once per style, in order"
+        )
+    return [None if m.lower() == "none" else m for m in given]

@@ -71,9 +71,8 @@ def check_write(settings: Settings, ref: ObjectRef, field: str = "output") -> No
 
 def check_job(settings: Settings, job: Job, job_id: str) -> None:
     """Check every object a job reads and its output (the exact key, for a prefix)."""
-    check_read(settings, job.content, "content")
-    for i, style in enumerate(job.styles):
-        check_read(settings, style, f"style[{i}]" if len(job.styles) > 1 else "style")
+    for field, ref in job.inputs():
+        check_read(settings, ref, field)
     check_write(settings, job.output_ref(job_id))
 
 

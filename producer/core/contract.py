@@ -14,7 +14,9 @@ Any Celery client in any language can enqueue a job: send task ``stylequeue.tran
       "params": {"size": 768, "iterations": 200}
     }
 
-``style`` may also be one URI or a list of URIs (equal weights). ``output`` ending in ``/`` is a
+``style`` may also be one URI or a list of URIs (equal weights). A style object may carry a
+``mask``: the URI of a grayscale image over the output, white where that style applies (regional
+styles; styles naming the same mask share its region). ``output`` ending in ``/`` is a
 prefix: the result goes to ``<prefix><job_id>.<format>``, so a job has exactly one output however
 many times it is delivered. The job id and the Celery task id are one id (:meth:`Job.resolve_id`).
 Unknown fields, wrong types and out-of-range values are rejected with an
@@ -132,6 +134,8 @@ class Job:
         content: The content image.
         styles: One or more style images.
         style_weights: Blend weights, one per style (``None``: equal).
+        style_masks: One mask per style (``None`` for a style without one), or ``None`` when no
+            style has a mask.
         output: Where the result goes: an object, or a prefix ending with ``/``.
         params: Engine options.
         job_id: Caller's id; also the Celery task id when sent by this client.
@@ -146,6 +150,7 @@ class Job:
     output: ObjectRef
     params: Params = Params()
     style_weights: tuple[float, ...] | None = None
+    style_masks: tuple[ObjectRef | None, ...] | None = None
     job_id: str | None = None
     format: str | None = None
     version: int = VERSION
@@ -177,7 +182,7 @@ class Job:
         job_id = message.get("job_id")
         if job_id is not None:
             check_job_id(job_id)
-        styles, weights = _parse_styles(message["style"])
+        styles, weights, masks = _parse_styles(message["style"])
         output = ObjectRef.parse(message["output"], "output", prefix_ok=True)
         submitted_at = message.get("submitted_at")
         if submitted_at is not None and (isinstance(submitted_at, bool) or not isinstance(submitted_at, (int, float))):
@@ -192,6 +197,7 @@ class Job:
             output=output,
             params=Params.from_dict(message.get("params")),
             style_weights=weights,
+            style_masks=masks,
             job_id=job_id,
             format=named.name if named else None,
             submitted_at=float(submitted_at) if submitted_at is not None else None,
@@ -205,10 +211,19 @@ class Job:
 
     def to_message(self) -> dict[str, Any]:
         """The JSON object to send (what :meth:`from_message` accepts)."""
-        if self.style_weights is None:
-            style: Any = self.styles[0].uri if len(self.styles) == 1 else [s.uri for s in self.styles]
+        style: Any
+        if self.style_weights is None and self.style_masks is None:
+            style = self.styles[0].uri if len(self.styles) == 1 else [s.uri for s in self.styles]
         else:
-            style = [{"uri": s.uri, "weight": w} for s, w in zip(self.styles, self.style_weights)]
+            style = []
+            for i, ref in enumerate(self.styles):
+                item: dict[str, Any] = {"uri": ref.uri}
+                if self.style_weights is not None:
+                    item["weight"] = self.style_weights[i]
+                mask = self.style_masks[i] if self.style_masks is not None else None
+                if mask is not None:
+                    item["mask"] = mask.uri
+                style.append(item)
         message: dict[str, Any] = {
             "version": self.version,
             "content": self.content.uri,
@@ -223,6 +238,17 @@ class Job:
         if self.submitted_at is not None:
             message["submitted_at"] = self.submitted_at
         return message
+
+    def inputs(self) -> list[tuple[str, ObjectRef]]:
+        """Every object the job reads, with the field that names it: the content, the styles, the masks."""
+        one = len(self.styles) == 1
+        found = [("content", self.content)]
+        for i, ref in enumerate(self.styles):
+            found.append(("style" if one else f"style[{i}]", ref))
+        for i, mask in enumerate(self.style_masks or ()):
+            if mask is not None:
+                found.append((f"style[{i}].mask", mask))
+        return found
 
     def output_format(self) -> str:
         """The output format: ``format``, else the output key's suffix, else ``png`` (for a prefix).
@@ -338,28 +364,39 @@ def check_size(size: int, max_bytes: int) -> None:
         raise InvalidJob("message", f"{size} bytes is over the limit of {max_bytes} (STYLEQUEUE_MAX_MESSAGE_BYTES)")
 
 
-def _parse_styles(value: Any) -> tuple[tuple[ObjectRef, ...], tuple[float, ...] | None]:
+def _parse_styles(
+    value: Any,
+) -> tuple[tuple[ObjectRef, ...], tuple[float, ...] | None, tuple[ObjectRef | None, ...] | None]:
     if isinstance(value, str):
-        return (ObjectRef.parse(value, "style"),), None
+        return (ObjectRef.parse(value, "style"),), None, None
     if not isinstance(value, list) or not value:
-        raise InvalidJob("style", "must be a URI, or a non-empty list of URIs or {uri, weight} objects")
+        raise InvalidJob("style", "must be a URI, or a non-empty list of URIs or {uri, weight, mask} objects")
     if len(value) > MAX_STYLES:
         raise InvalidJob("style", f"at most {MAX_STYLES} style images")
-    refs, weights = [], []
+    refs: list[ObjectRef] = []
+    weights: list[float] = []
+    masks: list[ObjectRef | None] = []
     for i, item in enumerate(value):
         field = f"style[{i}]"
         if isinstance(item, str):
             refs.append(ObjectRef.parse(item, field))
             weights.append(1.0)
+            masks.append(None)
             continue
-        if not isinstance(item, dict) or set(item) - {"uri", "weight"} or "uri" not in item:
-            raise InvalidJob(field, "must be a URI or an object with 'uri' and optional 'weight'")
+        if not isinstance(item, dict) or set(item) - {"uri", "weight", "mask"} or "uri" not in item:
+            raise InvalidJob(field, "must be a URI or an object with 'uri' and optional 'weight' and 'mask'")
         refs.append(ObjectRef.parse(item["uri"], f"{field}.uri"))
         w = item.get("weight", 1.0)
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
             raise InvalidJob(f"{field}.weight", f"must be a finite number >= 0, got {w!r}")
         weights.append(float(w))
+        mask = item.get("mask")
+        masks.append(None if mask is None else ObjectRef.parse(mask, f"{field}.mask"))
     if sum(weights) <= 0:
         raise InvalidJob("style", "the blend weights must not all be zero")
     explicit = any(isinstance(item, dict) for item in value)
-    return tuple(refs), tuple(weights) if explicit else None
+    return (
+        tuple(refs),
+        tuple(weights) if explicit else None,
+        tuple(masks) if any(m is not None for m in masks) else None,
+    )

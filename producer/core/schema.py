@@ -59,7 +59,11 @@ def job_schema(params: type[Params] = Params) -> dict[str, Any]:
             _URI,
             {
                 "type": "object",
-                "properties": {"uri": _URI, "weight": {"type": "number", "minimum": 0}},
+                "properties": {
+                    "uri": _URI,
+                    "weight": {"type": "number", "minimum": 0},
+                    "mask": {**_URI, "description": "grayscale image over the output: white where this style applies"},
+                },
                 "required": ["uri"],
                 "additionalProperties": False,
             },

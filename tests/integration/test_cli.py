@@ -144,3 +144,25 @@ def test_stylize_with_levels_and_snapshots(tmp_path: Path, pair: tuple[str, str]
     assert sorted(p.name for p in tmp_path.glob("r.*.png")) == ["r.0002.png", "r.0004.png"]
     assert images.load((tmp_path / "r.0002.png").read_bytes()).shape[:2] == (25, 34)  # the first level: 36x48 / sqrt(2)
     assert images.load(out.read_bytes()).shape == (36, 48, 3)
+
+
+@pytest.mark.slow
+def test_stylize_with_a_mask_per_style(tmp_path: Path, pair: tuple[str, str], weights_file: str) -> None:
+    """Two styles, each where its mask is white (one file given for the first, 'none' for none)."""
+    left = np.zeros((24, 32, 3), np.uint8)
+    left[:, :16] = 255
+    mask = tmp_path / "left.png"
+    mask.write_bytes(png_bytes(left))
+    out = tmp_path / "r.png"
+    common = ["-o", str(out), "--size", "48", "--iterations", "2", "--weights", weights_file]
+    proc = run("stylize", *pair, pair[1], "--style-mask", str(mask), "--style-mask", "none", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert images.load(out.read_bytes()).shape == (36, 48, 3)
+
+    proc = run("stylize", *pair, pair[1], "--style-mask", str(mask), *common)  # one mask for two styles
+    assert proc.returncode == 1 and "--style-mask: given 1 times for 2 style images" in proc.stderr
+    square = tmp_path / "square.png"
+    square.write_bytes(png_bytes(np.zeros((32, 32, 3), np.uint8)))
+    proc = run("stylize", *pair, "--style-mask", str(square), *common)
+    assert proc.returncode == 1 and "does not have the content image's aspect ratio" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.images import png_bytes, random_rgb
+from support.outcomes import expect_permanent
 from support.processes import own_workers
 from support.store import WEIGHTS_URI
 from support.waiting import wait_for
 
 from producer.core.contract import TASK_NAME, ObjectRef
-from producer.core.errors import JobFailed
 
 pytestmark = pytest.mark.slow
 
@@ -53,17 +53,6 @@ OBJECTS = {
     "one-pixel": (png_bytes(np.zeros((1, 1, 3), np.uint8)), "1x1 is too small"),
     "sliver": (png_bytes(np.zeros((10, 400, 3), np.uint8)), "aspect ratio exceeds"),
 }
-
-
-def expect_permanent(client, job_id: str, error_type: str, fragment: str) -> None:
-    with pytest.raises(JobFailed) as err:
-        client.job(job_id).wait(timeout=60)
-    assert err.value.error_type == error_type, err.value
-    assert fragment in err.value.error_message, err.value
-    assert not client.app.backend.get_task_meta(job_id).get("retries")  # never retried (or never ran)
-    # Kept as a dead letter (filed just after the FAILURE state), and final: the job never runs again.
-    wait_for(lambda: job_id in {d["job_id"] for d in client.dead_letters()}, 30, "the dead letter")
-    assert client.redis.get(f"stylequeue:done:{job_id}")
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTS))

@@ -1,10 +1,10 @@
 """The playground page in a real browser: headless Chromium (Debian's, driven by chromedriver) on a
 real ``stylequeue api`` process, with the session's Redis, SeaweedFS (identities on) and worker.
 
-The page is loaded, the key typed in, two images chosen from disk (uploaded through presigned
-PUTs), options set in the form generated from the JSON Schema, the job submitted; its progress is
-shown from the event stream and the result image displayed. ``STYLEQUEUE_SCREENSHOT=PATH`` keeps
-the screenshot (docs/playground.png is one).
+The page is loaded, the key typed in, a content image and two styles with their masks chosen from
+disk (uploaded through presigned PUTs), options set in the form generated from the JSON Schema, the
+job submitted; its progress is shown from the event stream and the result image displayed.
+``STYLEQUEUE_SCREENSHOT=PATH`` keeps the screenshot (docs/playground.png is one).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from support.browser import Browser
 from support.images import png_bytes, random_rgb
@@ -68,9 +69,15 @@ def test_a_job_from_the_page_shows_its_progress_and_its_result(
     api: tuple[str, str], browser: Browser, worker: Any, tmp_path: Path
 ) -> None:
     url, key = api
-    content, style = tmp_path / "content.png", tmp_path / "style.png"
+    content, style, style2 = tmp_path / "content.png", tmp_path / "style.png", tmp_path / "style2.png"
     content.write_bytes(png_bytes(random_rgb(48, 64, 1)))
     style.write_bytes(png_bytes(random_rgb(40, 40, 2)))
+    style2.write_bytes(png_bytes(random_rgb(40, 40, 3)))
+    left = np.zeros((24, 32, 3), np.uint8)  # the content's aspect: white on the left half
+    left[:, :16] = 255
+    mask, mask2 = tmp_path / "left.png", tmp_path / "right.png"
+    mask.write_bytes(png_bytes(left))
+    mask2.write_bytes(png_bytes(255 - left))
 
     browser.get(f"{url}/playground")
     browser.type("#key", key)
@@ -84,9 +91,17 @@ def test_a_job_from_the_page_shows_its_progress_and_its_result(
 
     browser.type("#content-file", str(content), clear=False)  # chosen from disk
     browser.type("#style-file", str(style), clear=False)
+    browser.type("#style-mask-file", str(mask), clear=False)
+    browser.type("#style2-file", str(style2), clear=False)
+    browser.type("#style2-mask-file", str(mask2), clear=False)
     browser.type("#opt-size", "32")
     browser.type("#opt-iterations", "20")
     browser.run("const s = document.getElementById('opt-precision'); s.value = JSON.stringify('float32');")
+    browser.run(  # the job the page sends, kept
+        "const send = window.fetch; window.posted = []; window.fetch = (u, o) => {"
+        " if (u === '/v1/jobs' && o && o.method === 'POST') window.posted.push(JSON.parse(o.body));"
+        " return send(u, o); };"
+    )
     # what the page shows while the job runs, every change of it kept
     browser.run(
         "window.seen = []; new MutationObserver(() => window.seen.push("
@@ -110,6 +125,10 @@ def test_a_job_from_the_page_shows_its_progress_and_its_result(
     # the job, as the API has it: the uploaded inputs, the options set in the form
     job = httpx.get(f"{url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
     assert job["state"] == "SUCCESS" and job["result"]["iterations"] == 20 and job["result"]["width"] == 32
+    (sent,) = browser.run("return window.posted")
+    assert [sorted(s) for s in sent["style"]] == [["mask", "uri"], ["mask", "uri"]]  # each style with its mask
+    uploaded = [v for s in sent["style"] for v in s.values()]
+    assert len(set(uploaded)) == 4 and all(u.startswith("s3://inputs/play/") for u in uploaded)
     browser.wait(f"return document.getElementById('recent').textContent.includes({json.dumps(job_id)})", 30, "list")
 
     problems = [e for e in browser.console() if e.get("level") == "SEVERE"]

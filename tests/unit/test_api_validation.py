@@ -92,6 +92,18 @@ def refused(r: Any, status: int, type_: str, field: str | None) -> None:
             "style[1]",
         ),
         ({"json": {**job(), "output": "s3://outputs/globex/"}}, 403, "BucketNotAllowed", "output"),
+        (
+            {"json": {**job(), "style": [{"uri": "s3://inputs/acme/s.png", "mask": "s3://inputs/globex/m.png"}]}},
+            403,
+            "BucketNotAllowed",
+            "style[0].mask",
+        ),
+        (
+            {"json": {**job(), "style": [{"uri": "s3://inputs/acme/s.png", "mask": "m.png"}]}},
+            422,
+            "InvalidJob",
+            "style[0].mask",
+        ),
     ],
     ids=[
         "malformed",
@@ -112,6 +124,8 @@ def refused(r: Any, status: int, type_: str, field: str | None) -> None:
         "other-tenants-input",
         "other-tenants-style",
         "other-tenants-output",
+        "other-tenants-mask",
+        "mask-not-a-uri",
     ],
 )
 def test_a_bad_job_is_refused_with_its_status_and_field(api: TestClient, send: dict, status, type_, field) -> None:

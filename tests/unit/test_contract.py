@@ -21,6 +21,40 @@ def test_minimal_job_and_round_trip() -> None:
     assert Job.from_message(json.dumps(j.to_message())) == j  # a JSON string is accepted too
 
 
+def test_styles_with_masks() -> None:
+    """Each style may name a mask; the job lists every object it reads, masks included."""
+    j = job(
+        style=[
+            {"uri": "s3://styles/a.png", "mask": "s3://masks/left.png"},
+            {"uri": "s3://styles/b.png", "weight": 2},
+            {"uri": "s3://styles/c.png", "mask": "s3://masks/left.png"},
+        ]
+    )
+    assert j.style_masks == (ObjectRef("masks", "left.png"), None, ObjectRef("masks", "left.png"))
+    assert j.style_weights == (1.0, 2.0, 1.0)
+    assert Job.from_message(j.to_message()) == j
+    assert [field for field, _ in j.inputs()] == [
+        "content",
+        "style[0]",
+        "style[1]",
+        "style[2]",
+        "style[0].mask",
+        "style[2].mask",
+    ]
+    assert job(style=["s3://styles/a.png"]).style_masks is None
+    assert [field for field, _ in job().inputs()] == ["content", "style"]
+
+
+def test_a_job_without_masks_keeps_its_fingerprint() -> None:
+    """Checkpoints of jobs sent before masks existed still match (their fingerprint is unchanged)."""
+    from worker.runtime.checkpoint import fingerprint
+
+    plain = job(style=[{"uri": "s3://styles/a.png", "weight": 1}])
+    masked = job(style=[{"uri": "s3://styles/a.png", "weight": 1, "mask": "s3://masks/m.png"}])
+    assert fingerprint(plain) == "d8f1c9bd6ff72e6877329fcb5ec34c94"  # as computed before masks existed
+    assert fingerprint(plain) != fingerprint(masked)
+
+
 def test_styles_with_blend_weights() -> None:
     j = job(style=[{"uri": "s3://styles/a.png", "weight": 0.7}, {"uri": "s3://styles/b.png", "weight": 0.3}])
     assert j.style_weights == (0.7, 0.3) and len(j.styles) == 2
@@ -59,7 +93,9 @@ def test_output_key_and_format() -> None:
         ({"style": []}, "style", "non-empty list"),
         ({"style": [{"uri": "s3://styles/a.png", "weight": -1}]}, "style[0].weight", "finite number >= 0"),
         ({"style": [{"uri": "s3://styles/a.png", "weight": 0}]}, "style", "must not all be zero"),
-        ({"style": [{"url": "s3://styles/a.png"}]}, "style[0]", "'uri' and optional 'weight'"),
+        ({"style": [{"url": "s3://styles/a.png"}]}, "style[0]", "'uri' and optional 'weight' and 'mask'"),
+        ({"style": [{"uri": "s3://styles/a.png", "mask": "masks/a.png"}]}, "style[0].mask", "s3://"),
+        ({"style": [{"uri": "s3://styles/a.png", "mask": 3}]}, "style[0].mask", ""),
         ({"job_id": "has space"}, "job_id", "letters, digits"),
         ({"job_id": "trailing-newline\n"}, "job_id", "letters, digits"),
         ({"job_id": "a/b"}, "job_id", "letters, digits"),

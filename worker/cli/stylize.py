@@ -42,6 +42,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--weights-sha256", default=None, help="expected sha256 of the weights file")
     p.add_argument("--style-blend", type=_floats, default=None, help="blend weights, one per style image")
+    options.add_mask_flag(p, "a file")
     p.add_argument("--init-image", default=None, help="start from this image file (sets --init image)")
     p.add_argument(
         "--save-every",
@@ -89,6 +90,11 @@ def run_stylize(args: argparse.Namespace) -> int:
     limits = images.ImageLimits(max_pixels=settings.max_pixels)
     content = images.load(_read(args.content, "content image"), limits=limits, name=args.content)
     styles = [images.load(_read(s, "style image"), limits=limits, name=s) for s in args.styles]
+    read: dict[str, Any] = {}  # a mask named twice is one array: the styles share its region
+    for path in options.masks_of(args.style_mask, len(styles)):
+        if path is not None and path not in read:
+            read[path] = images.load_mask(_read(path, "style mask"), limits=limits, name=path)
+    style_masks = [None if p is None else read[p] for p in options.masks_of(args.style_mask, len(styles))] or None
     init_image = None
     if params.init == "image":
         if args.init_image is None:
@@ -120,6 +126,7 @@ def run_stylize(args: argparse.Namespace) -> int:
             styles,
             params,
             style_blend=args.style_blend,
+            style_masks=style_masks,
             init_image=init_image,
             callback=bar,
             on_snapshot=snapshot if args.save_every else None,

@@ -8,7 +8,8 @@ fit with an :class:`~producer.core.errors.InvalidJob` naming ``params.size``.
 The estimate follows the network: the float32 activations of every VGG19 layer up to the deepest
 layer a loss uses (channels at that layer's resolution), kept for the backward pass, times a
 factor for gradients and workspace, plus scipy's L-BFGS state (float64, ``params.lbfgs_memory``
-correction pairs of the image's size). A job evaluated in tiles (:mod:`worker.nst.tiling`) needs
+correction pairs of the image's size), plus, for regional styles, each region's masks and the
+masked copies of the style layers' features. A job evaluated in tiles (:mod:`worker.nst.tiling`) needs
 the network's memory for one crop only. The factor was measured with the ImageNet weights on the CPU engine:
 peak RSS grows by 4.4-5.5 KB per output pixel at 128²-768² (``python benchmarks/memory.py``),
 and this estimate gives 5.1 KB per pixel for the default layers.
@@ -41,6 +42,21 @@ def activation_bytes_per_pixel(layers: Sequence[str]) -> float:
     return total * 4
 
 
+def style_activation_bytes_per_pixel(params: Params) -> float:
+    """Float32 bytes per input pixel of the style layers' outputs alone."""
+    return sum(CHANNELS[name] / 4 ** (int(name[len("block")]) - 1) for name in params.style_layers) * 4
+
+
+def region_bytes_per_pixel(params: Params) -> float:
+    """What one region of a regional-style job adds per pixel of the network's input.
+
+    The masked copies of every style layer's features (F·√m and F·m) and their gradients, plus the
+    mask itself at the level and at every style layer (float32).
+    """
+    masks = 4 * (1 + sum(4.0 ** -(int(name[len("block")]) - 1) for name in params.style_layers))
+    return 4 * style_activation_bytes_per_pixel(params) + masks
+
+
 def lbfgs_bytes_per_pixel(params: Params) -> int:
     """Scipy L-BFGS-B's float64 state per output pixel: 2·m + 4 vectors of 3 values a pixel."""
     return (2 * params.lbfgs_memory + 4) * 3 * 8
@@ -50,9 +66,10 @@ def _layers(params: Params) -> tuple[str, ...]:
     return tuple(params.content_layers) + tuple(params.style_layers)
 
 
-def network_bytes(params: Params, pixels: float) -> float:
-    """Forward and backward through VGG19 for an input of ``pixels`` pixels."""
-    return pixels * activation_bytes_per_pixel(_layers(params)) * BACKWARD_FACTOR
+def network_bytes(params: Params, pixels: float, regions: int = 0) -> float:
+    """Forward and backward through VGG19 for an input of ``pixels`` pixels (``regions``: masks)."""
+    per_pixel = activation_bytes_per_pixel(_layers(params)) * BACKWARD_FACTOR + regions * region_bytes_per_pixel(params)
+    return pixels * per_pixel
 
 
 def crop_pixels(tile: int, halo: int) -> int:
@@ -60,29 +77,30 @@ def crop_pixels(tile: int, halo: int) -> int:
     return (tile + 2 * halo) ** 2
 
 
-def estimate_bytes(params: Params, pixels: int, limit_bytes: int = 0, halo: int = 0) -> int:
+def estimate_bytes(params: Params, pixels: int, limit_bytes: int = 0, halo: int = 0, regions: int = 0) -> int:
     """Peak memory of one job with ``pixels`` output pixels (its style images at ``style_scale``).
 
     The network's share is a crop's when the job runs tiled (``params.tile``, or automatically when
     the whole image would not fit ``limit_bytes``; ``halo`` is the tiles' halo in px); what stays
-    proportional to the image is the L-BFGS state and the image itself.
+    proportional to the image is the L-BFGS state and the image itself. ``regions``: the distinct
+    style masks of a regional-style job (0 without).
     """
     host = pixels * lbfgs_bytes_per_pixel(params)
-    whole = network_bytes(params, pixels)
+    whole = network_bytes(params, pixels, regions)
     style_pixels = pixels * params.style_scale**2
     style = style_pixels * activation_bytes_per_pixel(_layers(params))  # forward only, before the optimization
     tile = params.tile
     if tile is None and limit_bytes:
         side = int(pixels**0.5)
-        tile = auto_tile(params, (side, side), limit_bytes, halo) or None
+        tile = auto_tile(params, (side, side), limit_bytes, halo, regions) or None
     if tile:
         crop = crop_pixels(tile, halo)
-        whole = min(whole, network_bytes(params, crop))
+        whole = min(whole, network_bytes(params, crop, regions))
         style = min(style, crop * activation_bytes_per_pixel(_layers(params)))
     return int(max(host + whole, style))
 
 
-def auto_tile(params: Params, size: tuple[int, int], limit_bytes: int, halo: int) -> int:
+def auto_tile(params: Params, size: tuple[int, int], limit_bytes: int, halo: int, regions: int = 0) -> int:
     """The tile for ``params.tile=None``.
 
     0 (whole) when the evaluation fits ``limit_bytes`` (or no limit is known, or tiles would not
@@ -92,10 +110,10 @@ def auto_tile(params: Params, size: tuple[int, int], limit_bytes: int, halo: int
     height, width = size
     pixels = height * width
     host = pixels * lbfgs_bytes_per_pixel(params)
-    if not limit_bytes or host + network_bytes(params, pixels) <= limit_bytes:
+    if not limit_bytes or host + network_bytes(params, pixels, regions) <= limit_bytes:
         return 0
     free = max(limit_bytes - host, 0)
-    side = (free / (activation_bytes_per_pixel(_layers(params)) * BACKWARD_FACTOR)) ** 0.5 - 2 * halo
+    side = (free / network_bytes(params, 1, regions)) ** 0.5 - 2 * halo
     tile = max(64, int(side) // 16 * 16)
     if tile >= max(height, width) or crop_pixels(tile, halo) >= pixels:
         return 0  # the halo would make a crop as large as the image: tiles would not help

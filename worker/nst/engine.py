@@ -36,7 +36,7 @@ from PIL import Image
 
 from producer.core.errors import ImageError, InvalidJob
 from producer.core.params import Params
-from worker.nst import budget, colour, images, losses, pyramid, tiling, vgg
+from worker.nst import budget, colour, images, losses, masks, pyramid, tiling, vgg
 
 log = logging.getLogger(__name__)
 
@@ -197,19 +197,20 @@ class Engine:
             (d, vgg.feature_model(self.weights, layers, self.weights_sha256, precision, device=d)) for d in self.devices
         ]
 
-    def tile_for(self, params: Params, size: tuple[int, int]) -> int:
+    def tile_for(self, params: Params, size: tuple[int, int], regions: int = 0) -> int:
         """The tile (px) an image of ``size`` (height, width) is evaluated in; 0: whole.
 
         ``params.tile``: 0 never tiles, a size tiles images with a longer side; ``None`` tiles only
         when the whole image's evaluation would not fit ``memory_limit_bytes`` (with the largest
-        tile that does). However decided, the tiles of a tiled image are spread over every device.
+        tile that does; ``regions``: the regional styles' masks, which it counts). However decided,
+        the tiles of a tiled image are spread over every device.
         """
         layers = tuple(params.content_layers) + tuple(params.style_layers)
         if params.tile == 0:
             return 0
         if params.tile is not None:
             return params.tile if max(size) > params.tile else 0
-        return budget.auto_tile(params, size, self.memory_limit_bytes, tiling.halo_px(layers))
+        return budget.auto_tile(params, size, self.memory_limit_bytes, tiling.halo_px(layers), regions)
 
     def _loss_fn(self, params: Params) -> Callable[..., Any]:
         key = (
@@ -227,15 +228,18 @@ class Engine:
         model = self._model(params)
         n_content = len(params.content_layers)
 
-        def loss_and_grad(x, content_targets, style_targets, weights, layer_weights, tv_power):  # type: ignore[no-untyped-def]
+        sums = losses.needs_sums(style_loss)
+
+        def loss_and_grad(x, content_targets, style_targets, weights, layer_weights, tv_power, masks):  # type: ignore[no-untyped-def]
             self.traces += 1  # runs only while tracing
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 feats = [tf.cast(f, tf.float32) for f in model(x, training=False)]
                 image_pixels = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
                 c = weights[0] * losses.content_loss(feats[:n_content], content_targets, invariant)
-                s = weights[1] * losses.style_loss(
-                    feats[n_content:], style_targets, layer_weights, image_pixels, invariant, style_loss
+                stats = losses.style_stats(feats[n_content:], masks, sums)
+                s = weights[1] * losses.style_loss_of(
+                    stats, style_targets, layer_weights, image_pixels, invariant, style_loss
                 )
                 t = weights[2] * losses.total_variation(x, tv_power, invariant)
                 total = c + s + t
@@ -259,6 +263,7 @@ class Engine:
         init_image: np.ndarray | None = None,
         callback: ProgressCallback | None = None,
         *,
+        style_masks: Sequence[np.ndarray | None] | None = None,
         on_state: Callable[[State], None] | None = None,
         resume: State | None = None,
         on_snapshot: Callable[[int, np.ndarray], None] | None = None,
@@ -276,6 +281,9 @@ class Engine:
                 means equal weights.
             init_image: Starting image when ``params.init == "image"``.
             callback: Receives a :class:`Progress` after each iteration; returning ``True`` stops.
+            style_masks: One mask per style image, or ``None``: ``(H, W)`` float32 in [0, 1] over the
+                output (any size of the content's aspect ratio), ``None`` for a style without
+                one; styles given the same array share a region (:mod:`worker.nst.masks`).
             on_state: Receives the :class:`State` after each iteration (for checkpoints; do not
                 keep its array).
             resume: A state to continue from (a checkpoint of the same job).
@@ -286,12 +294,14 @@ class Engine:
 
         Raises:
             InvalidJob: inconsistent arguments (no style, bad blend, missing init image).
-            ImageError: an image too small for the layers used.
+            ImageError: an image too small for the layers used; a mask of another aspect ratio
+                than the content's, or masks black everywhere.
         """
         start = time.perf_counter() if start is None else start
         blend = _blend(styles, style_blend)
         checked = [_checked(s, f"style image {i + 1}") for i, s in enumerate(styles)]
         content = _checked(content, "content image")
+        _check_masks(style_masks, len(styles), content.shape[:2])
         plan = self.plan(content.shape[:2], params)
         total = plan[-1].last
         final_content = _resized(content, (plan[-1].height, plan[-1].width), params, "content image")
@@ -309,7 +319,7 @@ class Engine:
         outcome: scipy.optimize.OptimizeResult | None = None
         for level in plan[first_level:]:
             size = (level.height, level.width)
-            problem = self.prepare(content, checked, params, blend, init_image, size=size)
+            problem = self.prepare(content, checked, params, blend, init_image, size=size, style_masks=style_masks)
             if x is not None:
                 problem.x0 = _upsampled(x, size)
             done = max(level.first, resumed_from) if level.index == first_level else level.first
@@ -376,6 +386,7 @@ class Engine:
         style_blend: Sequence[float] | None = None,
         init_image: np.ndarray | None = None,
         size: tuple[int, int] | None = None,
+        style_masks: Sequence[np.ndarray | None] | None = None,
     ) -> Problem:
         """One level's problem: resize the images, compute the content and style targets once.
 
@@ -386,6 +397,7 @@ class Engine:
             style_blend: As :meth:`transfer`.
             init_image: As :meth:`transfer`.
             size: ``(height, width)`` of this level (default: the output size).
+            style_masks: As :meth:`transfer`.
         """
         blend = _blend(styles, style_blend)
         content = _checked(content, "content image")
@@ -397,7 +409,8 @@ class Engine:
         n_content = len(params.content_layers)
 
         layers = list(params.content_layers) + list(params.style_layers)
-        tile = self.tile_for(params, (height, width))
+        found = masks.regions(blend, style_masks)
+        tile = self.tile_for(params, (height, width), len(found or ()))
         style_idx = list(range(n_content, len(layers)))
 
         per_style: list[list[losses.StyleTarget]] = []
@@ -413,11 +426,10 @@ class Engine:
                 per_style.append([losses.target_of(m) for m in stats])
             else:
                 per_style.append([losses.style_target(f) for f in self._features(params, style_rgb)[n_content:]])
-        style_targets = [losses.blend([t[i] for t in per_style], blend) for i in range(len(params.style_layers))]
+        style_targets, layer_weights, region_masks = _style_terms(per_style, blend, params, found, (height, width))
         if params.style_loss == "w2":  # Σs^½, once per job and level
             style_targets = [losses.with_cov_sqrt(t) for t in style_targets]
         weights = tf.constant([params.content_weight, params.style_weight, params.tv_weight], tf.float32)
-        layer_weights = tf.constant(params.layer_weights, tf.float32)
         tv_power = tf.constant(params.tv_power, tf.float32)
         x0 = self._initial(params, seen_content, init_image)
         if tile:
@@ -438,12 +450,14 @@ class Engine:
                 x0.shape,
                 tile,
                 self._tiled_fns,
+                region_masks,
             )
             evaluate = objective.loss_and_grad
         else:
             content_feats = self._features(params, seen_content)[:n_content]
             loss_fn = self._loss_fn(params)
-            args = (content_feats, style_targets, weights, layer_weights, tv_power)
+            mask_tensors = [tf.constant(m[None, :, :, None]) for m in region_masks]
+            args = (content_feats, style_targets, weights, layer_weights, tv_power, mask_tensors)
 
             def evaluate(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
                 total, parts, grad = loss_fn(tf.constant(x.reshape(x0.shape), tf.float32), *args)
@@ -628,6 +642,43 @@ def _blend(styles: Sequence[np.ndarray], blend: Sequence[float] | None) -> list[
     if len(blend) != len(styles) or any(not np.isfinite(w) or w < 0 for w in blend) or sum(blend) <= 0:
         raise InvalidJob("style", "needs one non-negative blend weight per style image, not all zero")
     return [w / sum(blend) for w in blend]
+
+
+def _style_terms(
+    per_style: Sequence[Sequence[losses.StyleTarget]],
+    blend: Sequence[float],
+    params: Params,
+    found: Sequence[masks.Region] | None,
+    size: tuple[int, int],
+) -> tuple[list[losses.StyleTarget], tf.Tensor, list[np.ndarray]]:
+    """The style terms of one level: their targets, weights and masks (:mod:`worker.nst.masks`).
+
+    Without regions: one term per style layer, the styles' statistics blended, no masks. With
+    them: one term per region and layer (region-major), each with the region's blended
+    statistics, the layer's weight times the region's weight and share, and its mask there.
+    """
+    layers = params.style_layers
+    if found is None:
+        targets = [losses.blend([t[i] for t in per_style], blend) for i in range(len(layers))]
+        return targets, tf.constant(params.layer_weights, tf.float32), []
+    targets, weights, region_masks = [], [], []
+    for region, level_mask in zip(found, masks.at_level(found, size)):
+        for i, layer in enumerate(layers):
+            targets.append(losses.blend([per_style[k][i] for k in region.styles], region.blend))
+            layer_mask = masks.at_layer(level_mask, tiling.scale_of(layer))
+            region_masks.append(layer_mask)
+            weights.append(params.layer_weights[i] * region.weight * masks.share(layer_mask))
+    return targets, tf.constant(weights, tf.float32), region_masks
+
+
+def _check_masks(style_masks: Sequence[np.ndarray | None] | None, n_styles: int, content_hw: tuple[int, int]) -> None:
+    if style_masks is None:
+        return
+    if len(style_masks) != n_styles:
+        raise InvalidJob("style", f"{len(style_masks)} masks for {n_styles} style images: one per style, in order")
+    for i, m in enumerate(style_masks):
+        if m is not None:
+            masks.check(m, content_hw, f"style[{i}].mask")
 
 
 def _checked(rgb: np.ndarray, name: str) -> np.ndarray:

@@ -143,6 +143,15 @@ def load(
     return np.asarray(img, dtype=np.uint8)
 
 
+def load_mask(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "mask") -> np.ndarray:
+    """Decode a mask: ``(H, W)`` float32 in [0, 1], white 1.
+
+    A colour image counts by its luminance, transparency as white (as :func:`decode` composites it).
+    """
+    grey = decode(data, limits, name).convert("L")
+    return np.asarray(grey, dtype=np.float32) / 255.0
+
+
 def format_for(path_or_format: str) -> str:
     """Map a file name or format name (``"out.webp"``, ``"jpeg"``) to a Pillow format name.
 

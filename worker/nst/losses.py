@@ -229,6 +229,53 @@ def moments(features: tf.Tensor, sums: bool) -> Moments:
     return Moments(raw_gram(features), total, squares, pixels(features))
 
 
+def masked_moments(features: tf.Tensor, mask: tf.Tensor, sums: bool) -> Moments:
+    """The :class:`Moments` of a ``(1, H, W, C)`` feature map weighted by a ``(1, H, W, 1)`` mask.
+
+    Σ m·FFᵀ, Σ m·F, Σ m·F² and n = Σ m (a region of soft weight): additive like :func:`moments`,
+    so a tile's share is its core's with its part of the mask. :func:`region_moments` turns the
+    sums into the region's statistics.
+    """
+    gram = raw_gram(features * tf.sqrt(mask))
+    channels = tf.shape(features)[-1]
+    if sums:
+        weighted = tf.reshape(features * mask, (-1, channels))
+        total = tf.reduce_sum(weighted, axis=0)
+        squares = tf.reduce_sum(weighted * tf.reshape(features, (-1, channels)), axis=0)
+    else:
+        total = squares = tf.zeros((channels,), features.dtype)
+    return Moments(gram, total, squares, tf.reduce_sum(mask))
+
+
+def region_moments(m: Moments, layer_pixels: tf.Tensor) -> Moments:
+    """Masked sums (:func:`masked_moments`) rescaled to ``layer_pixels`` positions.
+
+    The region's per-pixel statistics (the sums over Σm) are kept and the count becomes the
+    layer's H·W, so the style terms compare them exactly as they compare a whole image's; a
+    white mask gives back the unmasked moments exactly (the factor is 1). A region the layer does
+    not see (Σm = 0) gives zeros (its term is weighted 0).
+    """
+    factor = layer_pixels / tf.maximum(m.n, 1e-12)
+    return Moments(m.gram * factor, m.total * factor, m.squares * factor, layer_pixels)
+
+
+def style_stats(gen: Sequence[tf.Tensor], masks: Sequence[tf.Tensor], sums: bool) -> list[Moments]:
+    """The moments every style term compares: one per style layer, or one per region and layer.
+
+    Args:
+        gen: The generated image's feature map at each style layer.
+        masks: Empty (no regions), or ``(1, H_l, W_l, 1)`` masks region-major: the mask of region
+            g at layer l is ``masks[g * len(gen) + l]`` (:mod:`worker.nst.masks`).
+        sums: Whether the per-channel sums are needed (:func:`needs_sums`).
+    """
+    if not masks:
+        return [moments(g, sums) for g in gen]
+    layers = len(gen)
+    return [
+        region_moments(masked_moments(gen[j % layers], m, sums), pixels(gen[j % layers])) for j, m in enumerate(masks)
+    ]
+
+
 def add_moments(parts: Sequence[Moments]) -> Moments:
     """The moments of the union of disjoint regions."""
     return Moments(*(tf.add_n([getattr(m, name) for m in parts]) for name in Moments._fields))

@@ -134,6 +134,9 @@ class TiledObjective:
         shape: ``(1, H, W, 3)`` of the image.
         tile: Core size in px.
         compiled: Cache of the compiled per-device functions (shared by the objectives of one engine).
+        masks: Regional styles' masks at each term's layer (``(H_l, W_l)``, region-major, as
+            :func:`worker.nst.losses.style_stats` takes them); empty without regions. Each tile
+            takes its core's part: the masked sums add up over tiles as the plain ones do.
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class TiledObjective:
         shape: tuple[int, ...],
         tile: int,
         compiled: dict[Any, Any],
+        masks: Sequence[np.ndarray] = (),
     ) -> None:
         self.models = list(models)
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
@@ -164,12 +168,25 @@ class TiledObjective:
         self.tiles = grid(shape[1], shape[2], tile, layers)
         self.image_pixels = tf.constant(float(shape[1] * shape[2]))
         self.counts = [tf.constant(float(np.prod(t.shape))) for t in self.content_targets]
-        key = (tuple(layers), self.sums)
+        self.masks = [np.asarray(m, np.float32) for m in masks]
+        #: H·W of each style term's layer (what a region's moments are rescaled to).
+        self.term_pixels = [
+            tf.constant(float((shape[1] // scale_of(layer)) * (shape[2] // scale_of(layer))))
+            for layer in self._term_layers()
+        ]
+        key = (tuple(layers), self.sums, len(self.masks))
         self._fns = [self._functions(device, model, compiled, key) for device, model in self.models]
         # What each tile needs at every evaluation, made once: its core box and content targets.
         self._boxes = [tf.constant(t.box, tf.int32) for t in self.tiles]
         self._content = [self._content_cores(t) for t in self.tiles]
+        self._masks = [self._mask_cores(t) for t in self.tiles]
         self._tv = compiled.setdefault(("tv", invariant), _tv_function(invariant))
+
+    def _term_layers(self) -> list[str]:
+        """The layer of each style term: the style layers, once per region when there are masks."""
+        if not self.masks:
+            return list(self.style_layers)
+        return [self.style_layers[j % len(self.style_layers)] for j in range(len(self.masks))]
 
     # -- compiled pieces, per device ------------------------------------------------------------
 
@@ -179,19 +196,24 @@ class TiledObjective:
         n_content = len(self.content_layers)
         scales = [scale_of(layer) for layer in self.content_layers + self.style_layers]
         sums_needed = self.sums
+        n_style = len(self.style_layers)
 
         def core_stats(
-            x: tf.Tensor, box: tf.Tensor, content_cores: list[tf.Tensor]
+            x: tf.Tensor, box: tf.Tensor, content_cores: list[tf.Tensor], masks: list[tf.Tensor]
         ) -> tuple[list[tf.Tensor], list[losses.Moments]]:
             feats = [tf.cast(f, tf.float32) for f in model(x, training=False)]
             cores = [_core(f, box, s) for f, s in zip(feats, scales)]
             sums = [tf.reduce_sum(tf.square(c - t)) for c, t in zip(cores[:n_content], content_cores)]
-            return sums, [losses.moments(c, sums_needed) for c in cores[n_content:]]
+            styled = cores[n_content:]
+            if masks:  # raw masked sums: rescaled once added over the tiles
+                return sums, [losses.masked_moments(styled[j % n_style], m, sums_needed) for j, m in enumerate(masks)]
+            return sums, [losses.moments(c, sums_needed) for c in styled]
 
         def gradient(
             x: tf.Tensor,
             box: tf.Tensor,
             content_cores: list[tf.Tensor],
+            masks: list[tf.Tensor],
             content_coefs: tf.Tensor,
             d_gram: list[tf.Tensor],
             d_total: list[tf.Tensor],
@@ -199,7 +221,7 @@ class TiledObjective:
         ) -> tf.Tensor:
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                sums, moments = core_stats(x, box, content_cores)
+                sums, moments = core_stats(x, box, content_cores, masks)
                 surrogate = tf.add_n([content_coefs[i] * s for i, s in enumerate(sums)] + [tf.constant(0.0)])
                 for m, dg, dt, ds in zip(moments, d_gram, d_total, d_squares):
                     surrogate += tf.reduce_sum(dg * m.gram)
@@ -213,15 +235,19 @@ class TiledObjective:
         box = tf.TensorSpec((4,), tf.int32)
         cores = [tf.TensorSpec((1, None, None, c), tf.float32) for c in channels[:n_content]]
         styled = channels[n_content:]
+        if self.masks:
+            styled = [styled[j % n_style] for j in range(len(self.masks))]
+        masks = [tf.TensorSpec((1, None, None, 1), tf.float32) for _ in self.masks]
         with tf.device(device):
             fns = (
-                tf.function(core_stats, input_signature=[image, box, cores]),
+                tf.function(core_stats, input_signature=[image, box, cores, masks]),
                 tf.function(
                     gradient,
                     input_signature=[
                         image,
                         box,
                         cores,
+                        masks,
                         tf.TensorSpec((n_content,), tf.float32),
                         [tf.TensorSpec((c, c), tf.float32) for c in styled],
                         [tf.TensorSpec((c,), tf.float32) for c in styled],
@@ -261,6 +287,14 @@ class TiledObjective:
             out.append(tf.constant(target[:, top // s : bottom // s, left // s : right // s, :]))
         return out
 
+    def _mask_cores(self, tile: Tile) -> list[tf.Tensor]:
+        top, bottom, left, right = tile.core
+        out = []
+        for layer, mask in zip(self._term_layers(), self.masks):
+            s = scale_of(layer)
+            out.append(tf.constant(mask[None, top // s : bottom // s, left // s : right // s, None]))
+        return out
+
     def _crop(self, x: np.ndarray, tile: Tile) -> tf.Tensor:
         return tf.constant(x[tile.window])
 
@@ -269,7 +303,7 @@ class TiledObjective:
         x = np.asarray(x, np.float32).reshape(self.shape)
 
         def pass1(i: int, tile: Tile, device: str, fns: Any) -> Any:
-            sums, moments = fns[0](self._crop(x, tile), self._boxes[i], self._content[i])
+            sums, moments = fns[0](self._crop(x, tile), self._boxes[i], self._content[i], self._masks[i])
             return [s.numpy() for s in sums], [losses.Moments(*(v.numpy() for v in m)) for m in moments]
 
         parts = self._over_tiles(pass1)
@@ -278,14 +312,17 @@ class TiledObjective:
             losses.Moments(
                 *(tf.constant(sum(getattr(p[1][i], f) for p in parts), tf.float32) for f in losses.Moments._fields)
             )
-            for i in range(len(self.style_layers))
+            for i in range(len(parts[0][1]))
         ]
         watched = sums + [m.gram for m in moments] + [m.total for m in moments] + [m.squares for m in moments]
         with tf.GradientTape() as tape:
             tape.watch(watched)
             c = self.weights[0] * losses.content_loss_of(sums, self.counts, self.invariant)
+            stats = moments
+            if self.masks:
+                stats = [losses.region_moments(m, n) for m, n in zip(moments, self.term_pixels)]
             s = self.weights[1] * losses.style_loss_of(
-                moments, self.style_targets, self.layer_weights, self.image_pixels, self.invariant, self.style_loss
+                stats, self.style_targets, self.layer_weights, self.image_pixels, self.invariant, self.style_loss
             )
             network = c + s
         derivatives = tape.gradient(network, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -302,6 +339,7 @@ class TiledObjective:
                 self._crop(x, tile),
                 self._boxes[i],
                 self._content[i],
+                self._masks[i],
                 content_coefs,
                 d_gram,
                 d_total,

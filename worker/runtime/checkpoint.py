@@ -41,6 +41,8 @@ def fingerprint(job: Job, shape: tuple[int, ...] | None = None) -> str:
         "weights": job.style_weights,
         "params": job.params.to_dict(),
     }
+    if job.style_masks is not None:  # only then: the fingerprints of jobs without masks stay as they were
+        ident["masks"] = [None if m is None else m.uri for m in job.style_masks]
     if shape is not None:
         ident["shape"] = list(shape)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]

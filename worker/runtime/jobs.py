@@ -79,6 +79,7 @@ def run(
             )
     content = one.fetch(job.content)
     styles = [one.fetch(s) for s in job.styles]
+    style_masks = one.masks()
     plan = rt.engine.plan(content.shape[:2], job.params)
     checkpoints = Checkpointer(
         rt.store,
@@ -97,6 +98,7 @@ def run(
         styles,
         job.params,
         style_blend=job.style_weights,
+        style_masks=style_masks,
         callback=on_progress,
         on_state=checkpoints.maybe_save,
         resume=saved,
@@ -132,7 +134,8 @@ def _check_resources(job: Job, job_id: str, rt: Runtime) -> None:
     access.check_job(settings, job, job_id)
     job.check_limits(settings.max_size_px, settings.max_iterations, settings.max_pixels)
     layers = tuple(job.params.content_layers) + tuple(job.params.style_layers)
-    need = budget.estimate_bytes(job.params, job.output_pixels, rt.memory_limit_bytes, tiling.halo_px(layers))
+    regions = len({m.uri if m is not None else None for m in job.style_masks}) if job.style_masks else 0
+    need = budget.estimate_bytes(job.params, job.output_pixels, rt.memory_limit_bytes, tiling.halo_px(layers), regions)
     if rt.memory_limit_bytes and need > rt.memory_limit_bytes:
         raise InvalidJob(
             "params.size",
@@ -162,10 +165,26 @@ class _Run:
             what=f"job {self.job_id}: {what}",
         )
 
+    def read(self, ref: ObjectRef) -> bytes:
+        """An input object's bytes (at most ``STYLEQUEUE_MAX_INPUT_BYTES``), a store outage waited out."""
+        data: bytes = self.patient(
+            lambda: self.rt.store.get(ref, self.rt.settings.max_input_bytes), f"reading {ref.uri}"
+        )
+        return data
+
     def fetch(self, ref: ObjectRef) -> Any:
         """An input image, read and checked against the limits."""
-        data = self.patient(lambda: self.rt.store.get(ref, self.rt.settings.max_input_bytes), f"reading {ref.uri}")
-        return images.load(data, limits=self.limits, name=ref.uri)
+        return images.load(self.read(ref), limits=self.limits, name=ref.uri)
+
+    def masks(self) -> list[Any] | None:
+        """The styles' masks, each object read once (styles naming one mask share its array)."""
+        if self.job.style_masks is None:
+            return None
+        read: dict[str, Any] = {}
+        for ref in self.job.style_masks:
+            if ref is not None and ref.uri not in read:
+                read[ref.uri] = images.load_mask(self.read(ref), limits=self.limits, name=ref.uri)
+        return [None if ref is None else read[ref.uri] for ref in self.job.style_masks]
 
     def resumable(self, saved: Any, plan: Any) -> Any:
         """The checkpoint if it is a state of this job's plan, else ``None``."""

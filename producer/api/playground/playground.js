@@ -101,10 +101,11 @@ function params() {
 
 // ---- images: a file is uploaded through a presigned PUT, else the URI typed is used ----
 
-async function image(which) {
+async function image(which, optional = false) {
   const file = $(`${which}-file`).files[0];
   if (!file) {
     const uri = $(`${which}-uri`).value.trim();
+    if (!uri && optional) return null;
     if (!uri) throw new Error(`${which}: choose a file or type an s3:// URI`);
     return uri;
   }
@@ -114,6 +115,13 @@ async function image(which) {
   const r = await fetch(up.url, { method: up.method, headers: up.headers, body: file });
   if (!r.ok) throw new Error(`${which}: the store refused the upload (${r.status})`);
   return up.uri;
+}
+
+// The job's "style": one URI, or {uri, mask} objects (regional styles: each where its mask is white).
+function styles(...pairs) {
+  const given = pairs.filter(([uri]) => uri);
+  if (given.length === 1 && !given[0][1]) return given[0][0];
+  return given.map(([uri, mask]) => (mask ? { uri, mask } : { uri }));
 }
 
 // ---- a job's Server-Sent Events ----
@@ -257,8 +265,11 @@ $("job-form").addEventListener("submit", async (event) => {
   try {
     const output = $("output").value.trim();
     sessionStorage.setItem(OUTPUT, output);
-    const [content, style] = await Promise.all([image("content"), image("style")]);
-    const job = await api("POST", "/v1/jobs", { content, style, output, params: params() });
+    const [content, style, mask, style2, mask2] = await Promise.all([
+      image("content"), image("style"), image("style-mask", true), image("style2", true), image("style2-mask", true),
+    ]);
+    if (mask2 && !style2) throw new Error("second style: its mask is given, the style is not");
+    const job = await api("POST", "/v1/jobs", { content, style: styles([style, mask], [style2, mask2]), output, params: params() });
     await refresh();
     watch(job.id).catch((e) => fail(e.message));
   } catch (e) {

@@ -1,0 +1,156 @@
+"""Regional styles (worker.nst.masks): a white mask is the unmasked objective, a black one removes
+its style, a split mask gives each half its style, tiles stay exact with masks, bad masks refused.
+
+Seeded random weights and tiny generated images; float32 pinned where numbers are compared
+(``auto`` is bfloat16 on a CPU with native bfloat16)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from producer.core.errors import ImageError, InvalidJob
+from producer.core.params import Params
+from worker.nst import masks
+
+F32 = Params(size=48, precision="float32", iterations=3)
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def pictures() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A content image and two unlike styles: warm blobs and cool stripes."""
+    rng = np.random.default_rng(7)
+    content = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    warm = np.zeros((40, 40, 3), np.uint8)
+    warm[..., 0] = rng.integers(150, 256, (40, 40))
+    warm[..., 1] = rng.integers(0, 90, (40, 40))
+    cool = np.zeros((40, 40, 3), np.uint8)
+    cool[:, ::4, 2] = 255
+    cool[:, 1::4, 1] = 200
+    return content, warm, cool
+
+
+def evaluate(engine: Any, problem: Any, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = problem.x0 + rng.normal(0, 5, problem.x0.shape).astype(np.float32)
+    return problem.loss_and_grad(x)
+
+
+#: w2 on the two cheaper layers: its matrix square roots of the 512-channel layers cost seconds here.
+W2 = {"style_loss": "w2", "style_layers": ["block1_conv1", "block3_conv1"]}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"normalization": "invariant"}, {"style_loss": "mean_std"}, W2],
+    ids=["seed", "invariant", "mean_std", "w2"],
+)
+def test_an_all_white_mask_is_the_unmasked_objective(engine, pictures, extra) -> None:
+    content, warm, _ = pictures
+    params = F32.replace(**extra)
+    white = np.ones((24, 32), np.float32)  # any size of the content's aspect
+    plain = engine.prepare(content, [warm], params)
+    masked = engine.prepare(content, [warm], params, style_masks=[white])
+    (loss_p, parts_p, grad_p), (loss_m, parts_m, grad_m) = evaluate(engine, plain), evaluate(engine, masked)
+    assert abs(loss_m - loss_p) <= 1e-5 * abs(loss_p)
+    assert np.allclose(parts_m, parts_p, rtol=1e-5)
+    assert relative(grad_p, grad_m) <= 1e-5
+
+
+def test_two_styles_sharing_one_mask_blend_as_without_masks(engine, pictures) -> None:
+    content, warm, cool = pictures
+    mask = np.ones((48, 64), np.float32)
+    plain = engine.prepare(content, [warm, cool], F32, [0.3, 0.7])
+    shared = engine.prepare(content, [warm, cool], F32, [0.3, 0.7], style_masks=[mask, mask])
+    (loss_p, _, grad_p), (loss_s, _, grad_s) = evaluate(engine, plain), evaluate(engine, shared)
+    assert abs(loss_s - loss_p) <= 1e-5 * abs(loss_p)
+    assert relative(grad_p, grad_s) <= 1e-5
+
+
+def test_an_all_black_mask_removes_its_style(engine, pictures) -> None:
+    content, warm, cool = pictures
+    black, white = np.zeros((48, 64), np.float32), np.ones((48, 64), np.float32)
+    only_cool = engine.prepare(content, [cool], F32)
+    both = engine.prepare(content, [warm, cool], F32, style_masks=[black, white])
+    (loss_c, _, grad_c), (loss_b, _, grad_b) = evaluate(engine, only_cool), evaluate(engine, both)
+    assert abs(loss_b - loss_c) <= 1e-5 * abs(loss_c)
+    assert relative(grad_c, grad_b) <= 1e-5
+
+
+def test_a_split_mask_gives_each_half_its_own_style(engine, pictures) -> None:
+    """Left half warm, right half cool: each half of the result is nearer (in Gram distance at
+    block1_conv1 and block2_conv1) to its own style than to the other, and nearer to it than the
+    same half is when the masks are swapped."""
+    content, warm, cool = pictures
+    left = np.zeros((48, 64), np.float32)
+    left[:, :32] = 1
+    params = F32.replace(
+        iterations=25, content_weight=0.0, tv_weight=0.0, style_layers=["block1_conv1", "block2_conv1"]
+    )
+    split = engine.transfer(content, [warm, cool], params, style_masks=[left, 1 - left]).image
+    swapped = engine.transfer(content, [warm, cool], params, style_masks=[1 - left, left]).image
+
+    def gram_distance(image: np.ndarray, style: np.ndarray) -> float:
+        def grams(rgb: np.ndarray) -> list[np.ndarray]:
+            feats = engine._features(params, rgb)[len(params.content_layers) :]
+            return [np.einsum("nhwc,nhwd->cd", f.numpy(), f.numpy()) / np.prod(f.shape[1:3]) for f in feats]
+
+        return sum(float(np.sum((a - b) ** 2)) for a, b in zip(grams(image), grams(style)))
+
+    middle = split.shape[1] // 2  # the output is 36x48
+    for half, own, other in ((slice(0, middle), warm, cool), (slice(middle, None), cool, warm)):
+        region, elsewhere = np.ascontiguousarray(split[:, half]), np.ascontiguousarray(swapped[:, half])
+        assert gram_distance(region, own) < gram_distance(region, other)
+        assert gram_distance(region, own) < gram_distance(elsewhere, own)
+
+
+#: Layers at four scales (1, 4, 8 px a feature) with a smaller halo than the seed's block5.
+DEEP = {"content_layers": ["block4_conv2"], "style_layers": ["block1_conv1", "block3_conv1", "block4_conv1"]}
+
+
+@pytest.mark.parametrize("extra", [{**DEEP, "tv_weight": 0.0}, {**W2, "tv_weight": 0.0}], ids=["gram", "w2"])
+def test_tiled_equals_untiled_with_masks(engine, extra) -> None:
+    """Soft, overlapping masks (their sum over 1 in places) cut per tile: the whole image's loss and
+    gradient exactly, in float32."""
+    rng = np.random.default_rng(3)
+    content = rng.integers(0, 256, (160, 224, 3), dtype=np.uint8)
+    styles = [rng.integers(0, 256, (120, 150, 3), dtype=np.uint8) for _ in range(2)]
+    ramp = np.tile(np.linspace(0, 1, 112, dtype=np.float32), (80, 1))
+    soft = [ramp, np.clip(1.4 - ramp, 0, 1)]
+    params = Params(size=(160, 224), precision="float32", **extra)
+    whole = engine.prepare(content, styles, params.replace(tile=0), style_masks=soft)
+    tiled = engine.prepare(content, styles, params.replace(tile=64), style_masks=soft)
+    assert whole.tile == 0 and tiled.tile == 64
+    x = whole.x0 + rng.normal(0, 3, whole.x0.shape).astype(np.float32)
+    (loss_w, parts_w, grad_w), (loss_t, parts_t, grad_t) = whole.loss_and_grad(x), tiled.loss_and_grad(x)
+    assert abs(loss_w - loss_t) <= 1e-4 * abs(loss_w)
+    assert np.allclose(parts_w, parts_t, rtol=1e-4)
+    assert relative(grad_w, grad_t) <= 1e-4
+
+
+def test_bad_masks_are_refused_naming_the_mask(engine, pictures) -> None:
+    content, warm, cool = pictures
+    with pytest.raises(ImageError, match=r"style\[1\]\.mask: 64x64 px does not have the content image's aspect"):
+        engine.transfer(content, [warm, cool], F32, style_masks=[None, np.ones((64, 64), np.float32)])
+    black = np.zeros((48, 64), np.float32)
+    with pytest.raises(ImageError, match="every mask is black everywhere"):
+        engine.transfer(content, [warm, cool], F32, style_masks=[black, black])
+    with pytest.raises(InvalidJob, match="1 masks for 2 style images"):
+        engine.transfer(content, [warm, cool], F32, style_masks=[black])
+
+
+def test_masks_at_each_layer_are_block_means_and_overlaps_are_shared() -> None:
+    mask = np.arange(36, dtype=np.float32).reshape(6, 6) / 35
+    assert np.allclose(masks.at_layer(mask, 2), mask.reshape(3, 2, 3, 2).mean(axis=(1, 3)))
+    assert masks.at_layer(np.ones((33, 17), np.float32), 4).shape == (8, 4)  # the poolings floor
+    regions = masks.regions([0.5, 0.5], [np.ones((4, 4), np.float32), np.ones((4, 4), np.float32)])
+    assert regions is not None and [r.weight for r in regions] == [1.0, 1.0]
+    shared = masks.at_level(regions, (4, 4))
+    assert all(np.allclose(m, 0.5) for m in shared)
+    assert masks.regions([0.5, 0.5], [None, None]) is None
