@@ -26,6 +26,7 @@ def test_preprocess_matches_keras_and_round_trips() -> None:
     assert (deprocess(ours) == rgb).all()
 
 
+@pytest.mark.pinned_precision
 def test_seed_loss_equals_straightforward_computation(engine: Engine, weights_file: str) -> None:
     """The engine's loss equals the tutorial's formulas computed on a separately built full VGG19."""
     h, w = 32, 48
@@ -50,6 +51,7 @@ def test_seed_loss_equals_straightforward_computation(engine: Engine, weights_fi
     np.testing.assert_allclose(loss, c + s + t, rtol=2e-4)
 
 
+@pytest.mark.pinned_precision
 @pytest.mark.parametrize("normalization", ["seed", "invariant"])
 def test_gradient_matches_finite_differences(engine: Engine, normalization: str) -> None:
     """float32 pinned: a central difference of a bfloat16 loss is rounding noise (bfloat16's gradient
@@ -213,6 +215,7 @@ def test_imagenet_without_network_says_how_to_give_a_file(monkeypatch: pytest.Mo
         vgg.feature_model("imagenet", ["block1_conv1"], sha256=None)
 
 
+@pytest.mark.pinned_precision
 def test_bfloat16_loss_and_gradient_are_close_to_float32(engine: Engine) -> None:
     """bfloat16 convolutions, float32 losses: the objective and its gradient barely move."""
     content, style, x = random_rgb(32, 32, 1), random_rgb(32, 32, 2), preprocess(random_rgb(32, 32, 3))
@@ -298,6 +301,7 @@ def test_match_mode_runs(engine: Engine, content: np.ndarray, style: np.ndarray)
     assert engine.transfer(content, [style], Params(size=32, iterations=2, color="match")).image.shape == (24, 32, 3)
 
 
+@pytest.mark.pinned_precision
 @pytest.mark.parametrize("normalization", ["seed", "invariant"])
 def test_mean_std_style_loss_equals_a_numpy_computation(engine: Engine, normalization: str) -> None:
     h = w = 32
@@ -363,6 +367,7 @@ def test_snapshots_every_k_iterations(engine: Engine, content: np.ndarray, style
     assert shots == [(2, (24, 32, 3)), (4, (24, 32, 3)), (6, (24, 32, 3))]
 
 
+@pytest.mark.pinned_precision
 def test_invariant_balance_does_not_drift_between_levels(engine: Engine) -> None:
     """The same picture at the sizes of a 3-level pyramid: the content/style balance stays put with
     `invariant`, and drifts with `seed` (whose content term is a sum over pixels)."""

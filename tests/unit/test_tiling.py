@@ -52,6 +52,7 @@ def tiled_and_whole(engine: Any, params: Params) -> tuple[Any, Any]:
     return whole.loss_and_grad(x), tiled.loss_and_grad(x)
 
 
+@pytest.mark.pinned_precision
 @pytest.mark.parametrize(
     "extra",
     LAYER_CHOICES,
@@ -67,6 +68,7 @@ def test_tiled_loss_and_gradient_equal_the_whole_images(engine, extra) -> None:
     assert relative(grad_w, grad_t) <= 1e-4
 
 
+@pytest.mark.pinned_precision
 @pytest.mark.parametrize("extra", [LAYER_CHOICES[0], LAYER_CHOICES[3]], ids=["seed", "deep-layers"])
 def test_tiled_bfloat16_adds_no_error_beyond_bfloat16_s_own(engine, extra) -> None:
     """bfloat16 (run on every machine: emulated where it is not native) keeps 8 significant bits,
