@@ -154,3 +154,20 @@ def test_masks_at_each_layer_are_block_means_and_overlaps_are_shared() -> None:
     shared = masks.at_level(regions, (4, 4))
     assert all(np.allclose(m, 0.5) for m in shared)
     assert masks.regions([0.5, 0.5], [None, None]) is None
+
+
+def test_the_memory_budget_counts_the_masks() -> None:
+    """Each region adds its masks and the masked copies of the style features: a larger estimate,
+    and under the same memory limit a smaller automatic tile."""
+    from worker.nst import budget
+
+    params = Params(size=1024)
+    pixels = 1024 * 768
+    plain, two = budget.estimate_bytes(params, pixels), budget.estimate_bytes(params, pixels, regions=2)
+    assert two - plain == pytest.approx(2 * pixels * budget.region_bytes_per_pixel(params), abs=2)
+    limit = plain // 2
+    assert (
+        0
+        < budget.auto_tile(params, (768, 1024), limit, 96, regions=2)
+        < budget.auto_tile(params, (768, 1024), limit, 96)
+    )
