@@ -165,11 +165,18 @@ def trace_sqrt(matrix: tf.Tensor, iterations: int = NEWTON_SCHULZ_ITERATIONS) ->
     scale = tf.reduce_max(tf.abs(matrix)) + 1e-30
     norm = scale * tf.sqrt(tf.reduce_sum(tf.square(matrix / scale)) + 1e-12)
     eye = tf.eye(tf.shape(matrix)[0], dtype=matrix.dtype)
-    y, z = matrix / norm, eye
-    for _ in range(iterations):
+    y = matrix / norm
+    if iterations < 2:
+        return tf.sqrt(norm) * tf.linalg.trace(y if iterations == 0 else 1.5 * y - 0.5 * tf.matmul(y, y))
+    # The first iteration has Z = I (one product, not three); the last needs only tr(Y T) =
+    # Σ Y ∘ Tᵀ (one product): 3·iterations − 4 products in all.
+    t = 1.5 * eye - 0.5 * y
+    y, z = tf.matmul(y, t), t
+    for _ in range(iterations - 2):
         t = 1.5 * eye - 0.5 * tf.matmul(z, y)
         y, z = tf.matmul(y, t), tf.matmul(t, z)
-    return tf.sqrt(norm) * tf.linalg.trace(y)
+    t = 1.5 * eye - 0.5 * tf.matmul(z, y)
+    return tf.sqrt(norm) * tf.reduce_sum(y * tf.transpose(t))
 
 
 def w2_squared(m: Moments, target: StyleTarget) -> tf.Tensor:
