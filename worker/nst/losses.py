@@ -40,8 +40,10 @@ feature², summed over the C channels). It is normalized as follows:
 
 W2² is in feature² where the Gram distance is in feature⁴ (ImageNet VGG19 features: W2 pulls
 ~10⁸ times less at the same weight), so :data:`W2_SCALE` brings it to the Gram term's strength:
-the same ``style_weight`` gives ``w2`` about the style-to-content balance it gives ``gram``. Σs^½ is computed once per job and level (:func:`with_cov_sqrt`: an
-eigendecomposition in float64); the square root of Σs^½ Σ Σs^½ at every evaluation by coupled
+the same ``style_weight`` gives ``w2`` about the style-to-content balance it gives ``gram``.
+
+Σs^½ is computed once per job and level (:func:`with_cov_sqrt`: an eigendecomposition in
+float64); the square root of Σs^½ Σ Σs^½ at every evaluation by coupled
 Newton–Schulz iterations in float32 (:func:`trace_sqrt`), differentiated by autodiff.
 """
 
