@@ -170,8 +170,9 @@ def breakdown(engine: Engine, params: Params, c_arr: np.ndarray, s_arr: np.ndarr
     ``graph``: the engine's compiled loss and gradient from a float32 tensor to tensors;
     ``host``: what :meth:`Problem.evaluate` adds (float64 to a float32 tensor and the gradient
     back); ``loss head``: the losses and their gradient w.r.t. given features (casts included):
-    content, style (Gram matrices), tv; ``L-BFGS``: scipy's own work per iteration at this size
-    (a quadratic objective that costs nothing).
+    content, style (Gram matrices), tv; their gradients are copied to the host, which the engine
+    does not do (it feeds them to the network), so these are upper bounds; ``L-BFGS``: scipy's
+    own work per iteration at this size (a quadratic objective that costs nothing).
     """
     problem = engine.prepare(c_arr, [s_arr], params)
     x = tf.constant(problem.x0, tf.float32)
