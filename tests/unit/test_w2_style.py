@@ -75,7 +75,7 @@ def test_w2_of_identical_statistics_is_zero_and_positive_otherwise() -> None:
 
 @pytest.mark.parametrize("normalization", ["seed", "invariant"])
 def test_w2_style_term_is_normalized_as_documented(normalization: str) -> None:
-    """Per layer: W2²/C (invariant), W2²·(H_l·W_l)²/(4·3²·(H·W)²) (seed), weighted by the layer."""
+    """Per layer: W2²/C (invariant), W2²·(H_l·W_l)²/(4·3²·(H·W)²) (seed), scaled, weighted by the layer."""
     rng = np.random.default_rng(2)
     gens = [_features(rng, 64, 8), _features(rng, 16, 16)]
     styles = [_features(rng, 70, 8, 0.2), _features(rng, 20, 16, 0.2)]
@@ -94,6 +94,7 @@ def test_w2_style_term_is_normalized_as_documented(normalization: str) -> None:
         n, c = g.shape[1] * g.shape[2], g.shape[-1]
         w2 = _w2_scipy(g, s)
         expected += w * (w2 / c if normalization == "invariant" else w2 * n**2 / (36.0 * image_pixels**2))
+    expected *= losses.W2_SCALE[normalization]
     assert float(got) == pytest.approx(expected, rel=2e-5)
     with pytest.raises(ValueError, match="style loss 'w3' is not one of gram, mean_std, w2"):
         losses.style_loss([tf.constant(gens[0])], [_target(styles[0])], tf.constant([1.0]), 64.0, True, "w3")

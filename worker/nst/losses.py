@@ -30,15 +30,20 @@ with μ the per-channel mean and Σ = FᵀF/N − μμᵀ the channel covariance
 :class:`Moments` (so tiles stay exact). W2² is a mean squared displacement of features (units:
 feature², summed over the C channels). It is normalized as follows:
 
-* ``invariant``: W2² / C, the mean over channels (as crowsonkb's StyleLossW2): size-invariant, and
-  in the units of the invariant content term (a mean squared feature difference);
-* ``seed``: W2² · (H_l·W_l)² / (4 · 3² · (H·W)²), the Gram term's constants with W2² in place of
-  the squared Frobenius distance of the per-pixel Grams ‖P_style − P_gen‖²: like the seed's style
-  term it does not grow with the image, and it weighs the layers as the seed does.
+* ``invariant``: ``W2_SCALE["invariant"]`` · W2² / C, the mean over channels (as crowsonkb's
+  StyleLossW2): size-invariant, and in the units of the invariant content term (a mean squared
+  feature difference);
+* ``seed``: ``W2_SCALE["seed"]`` · W2² · (H_l·W_l)² / (4 · 3² · (H·W)²), the Gram term's constants
+  with W2² in place of the squared Frobenius distance of the per-pixel Grams ‖P_style − P_gen‖²:
+  like the seed's style term it does not grow with the image, and it weighs the layers as the
+  seed does.
 
-The magnitudes differ from the Gram term's (feature² against feature⁴), so ``style_weight`` needs
-its own value for ``w2``. Σs^½ is computed once per job and level (:func:`with_cov_sqrt`: an
-eigendecomposition in float64); the square root of Σs^½ Σ Σs^½ at every evaluation by coupled
+W2² is in feature² where the Gram distance is in feature⁴ (ImageNet VGG19 features: W2 pulls
+~10⁸ times less at the same weight), so :data:`W2_SCALE` brings it to the Gram term's strength:
+the same ``style_weight`` gives ``w2`` about the style-to-content balance it gives ``gram``.
+
+Σs^½ is computed once per job and level (:func:`with_cov_sqrt`: an eigendecomposition in
+float64); the square root of Σs^½ Σ Σs^½ at every evaluation by coupled
 Newton–Schulz iterations in float32 (:func:`trace_sqrt`), differentiated by autodiff.
 """
 
@@ -143,6 +148,14 @@ def with_cov_sqrt(target: StyleTarget) -> StyleTarget:
     return target._replace(cov_sqrt=tf.constant(psd_sqrt(target.cov.numpy())))
 
 
+#: What the W2 style term is multiplied by, per normalization, so that one ``style_weight`` gives
+#: ``w2`` the style pull it gives ``gram``: the ratio of the two style terms' gradient norms at the
+#: start of a run (the content image), measured with the ImageNet weights at 256² on tubingen +
+#: starry_night and golden_gate + the_scream (1.1e8 and 1.7e8 for the seed's normalization at
+#: style_weight 1; 340 and 380 for the invariant one at 200), their geometric mean rounded.
+#: ``benchmarks/w2.py`` measures it. The layers are not balanced one by one: the sum is.
+W2_SCALE = {"seed": 1.4e8, "invariant": 360.0}
+
 #: Newton–Schulz iterations of :func:`trace_sqrt`. Each multiplies the smallest eigenvalues'
 #: share of convergence by about 2.25; past ~22, float32 rounding noise in the null space of a
 #: singular matrix (a layer with fewer positions than channels) grows into the result. 18 is
@@ -165,11 +178,18 @@ def trace_sqrt(matrix: tf.Tensor, iterations: int = NEWTON_SCHULZ_ITERATIONS) ->
     scale = tf.reduce_max(tf.abs(matrix)) + 1e-30
     norm = scale * tf.sqrt(tf.reduce_sum(tf.square(matrix / scale)) + 1e-12)
     eye = tf.eye(tf.shape(matrix)[0], dtype=matrix.dtype)
-    y, z = matrix / norm, eye
-    for _ in range(iterations):
+    y = matrix / norm
+    if iterations < 2:
+        return tf.sqrt(norm) * tf.linalg.trace(y if iterations == 0 else 1.5 * y - 0.5 * tf.matmul(y, y))
+    # The first iteration has Z = I (one product, not three); the last needs only tr(Y T) =
+    # Σ Y ∘ Tᵀ (one product): 3·iterations − 4 products in all.
+    t = 1.5 * eye - 0.5 * y
+    y, z = tf.matmul(y, t), t
+    for _ in range(iterations - 2):
         t = 1.5 * eye - 0.5 * tf.matmul(z, y)
         y, z = tf.matmul(y, t), tf.matmul(t, z)
-    return tf.sqrt(norm) * tf.linalg.trace(y)
+    t = 1.5 * eye - 0.5 * tf.matmul(z, y)
+    return tf.sqrt(norm) * tf.reduce_sum(y * tf.transpose(t))
 
 
 def w2_squared(m: Moments, target: StyleTarget) -> tf.Tensor:
@@ -308,8 +328,8 @@ def style_loss(
     same normalization, the per-channel means (as the outer product μμᵀ, the part of the per-pixel
     Gram that the means make) and the per-channel variances: first and second moments matched on
     top of the Gram's mixed second moments. ``w2``: instead of the Gram term, the squared
-    Wasserstein-2 distance of the fitted Gaussians (:func:`w2_squared`; normalized as the module
-    says; the targets need :func:`with_cov_sqrt`).
+    Wasserstein-2 distance of the fitted Gaussians (:func:`w2_squared`; normalized and scaled by
+    :data:`W2_SCALE` as the module says; the targets need :func:`with_cov_sqrt`).
 
     Args:
         gen: Feature maps of the generated image, one per style layer (float32).
@@ -340,7 +360,10 @@ def style_loss_of(
         channels = tf.cast(tf.shape(m.gram)[-1], tf.float32)
         if kind == "w2":
             w2 = w2_squared(m, target)
-            term = w2 / channels if invariant else w2 * tf.square(n / image_pixels) / (4.0 * 9.0)
+            if invariant:
+                term = W2_SCALE["invariant"] * w2 / channels
+            else:
+                term = W2_SCALE["seed"] * w2 * tf.square(n / image_pixels) / (4.0 * 9.0)
         elif invariant:
             term = tf.reduce_mean(tf.square(target.gram / channels - m.gram / (channels * n)))
         else:
@@ -368,9 +391,29 @@ def total_variation(image: tf.Tensor, power: tf.Tensor, invariant: bool) -> tf.T
     """The seed's total variation: Σ over the interior of (dx² + dy²)^power (a mean when ``invariant``).
 
     ``dx`` and ``dy`` are taken from the same top-left-aligned ``(H−1)×(W−1)`` interior as the
-    tutorial, so the last row and column only enter as neighbours.
+    tutorial, so the last row and column only enter as neighbours. The gradient is written out
+    (2·power·s^(power−1)·(dx, dy), padded back into place): autodiff's strided-slice gradients
+    cost twice as much (12 against 5.4 ms at 256² on a 2-core CPU). Not differentiable w.r.t.
+    ``power``.
     """
-    a = tf.square(image[:, :-1, :-1, :] - image[:, 1:, :-1, :])
-    b = tf.square(image[:, :-1, :-1, :] - image[:, :-1, 1:, :])
-    reduce = tf.reduce_mean if invariant else tf.reduce_sum
-    return reduce(tf.pow(a + b, power))
+
+    @tf.custom_gradient
+    def tv(image: tf.Tensor) -> tuple[tf.Tensor, object]:
+        core = image[:, :-1, :-1, :]
+        dx = core - image[:, 1:, :-1, :]
+        dy = core - image[:, :-1, 1:, :]
+        s = dx * dx + dy * dy
+        scale = 1.0 / tf.cast(tf.size(s), s.dtype) if invariant else tf.constant(1.0, s.dtype)
+
+        def grad(upstream: tf.Tensor) -> tf.Tensor:
+            w = (2.0 * upstream * scale * power) * tf.pow(s, power - 1.0)
+            gx, gy = w * dx, w * dy
+            return (
+                tf.pad(gx + gy, [[0, 0], [0, 1], [0, 1], [0, 0]])
+                - tf.pad(gx, [[0, 0], [1, 0], [0, 1], [0, 0]])
+                - tf.pad(gy, [[0, 0], [0, 1], [1, 0], [0, 0]])
+            )
+
+        return tf.reduce_sum(tf.pow(s, power)) * scale, grad
+
+    return tv(image)
