@@ -1,17 +1,19 @@
 """What the benchmarks run on.
 
 The ImageNet VGG19 weights and the photos in ../shared when they are there, else seeded random
-weights and images (the same code paths, meaningless pictures).
+weights and images (the same code paths, meaningless pictures). ``STYLEQUEUE_SHARED`` names
+another folder for ../shared (a git worktree outside the checkout's parent).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("STYLEQUEUE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 IMAGENET = SHARED / "vgg19" / "vgg19_imagenet_notop.weights.h5"
 
 
