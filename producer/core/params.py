@@ -179,9 +179,9 @@ class Params:
     tolerance_window: int = option(10, "iterations the tolerance looks back over", "int", minimum=1, maximum=1000)
     schedule: str = option(
         "none",
-        "a coarse-to-fine plan chosen from measurements: draft, standard or high (the loss of 50, 200 or 500 "
-        "single-scale iterations in at most 60% of their time; sets iterations, scales, scale_iterations, "
-        "tolerance), or none (those options as given)",
+        "a coarse-to-fine plan chosen from measurements: draft, standard or high (aimed at the loss of 50, 200 "
+        "or 500 single-scale iterations in at most 60% of their time; sets iterations, scales, "
+        "scale_iterations, tolerance), or none (those options as given)",
         "choice",
         choices=SCHEDULE_NAMES,
     )

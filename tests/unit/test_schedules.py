@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 from support.images import random_rgb
@@ -11,10 +12,11 @@ from producer.cli import options
 from producer.core.contract import Job
 from producer.core.errors import InvalidJob
 from producer.core.params import Params
-from producer.core.schedules import SCHEDULE_NAMES, SCHEDULED_OPTIONS, SCHEDULES, Schedule
+from producer.core.schedules import SCHEDULE_NAMES, SCHEDULED_OPTIONS, SCHEDULES, Schedule, schedules_table
 from worker.nst import pyramid
 from worker.nst.engine import Engine, Progress
 
+ROOT = Path(__file__).resolve().parents[2]
 MIN_SIDE = 16  # VGG19's default layers need 16 px (vgg.min_side_px)
 
 
@@ -138,3 +140,9 @@ def test_the_draft_plan_runs_on_a_tiny_image(engine: Engine) -> None:
     counts = [p.iteration for p in seen]
     assert counts == sorted(set(counts)) and counts[-1] <= plan[-1].last <= params.most_iterations
     assert {p.total for p in seen} == {plan[-1].last} and result.image.shape == (48, 64, 3)
+
+
+def test_the_docs_table_is_the_generated_one() -> None:
+    assert schedules_table() in (ROOT / "docs" / "engine.md").read_text(), (
+        "regenerate: python -c 'from producer.core.schedules import schedules_table; print(schedules_table())'"
+    )
