@@ -309,7 +309,7 @@ class Job:
 
         Raises:
             InvalidJob: naming ``params.size``, ``params.iterations``, ``params.scales``,
-                ``params.scale_iterations`` or ``params.style_scale``.
+                ``params.scale_iterations``, ``params.schedule`` or ``params.style_scale``.
         """
         size = self.params.size
         longest = size if isinstance(size, int) else max(size)
@@ -321,9 +321,12 @@ class Job:
             )
         if self.params.most_iterations > max_iterations:  # the coarser levels count too
             field = "params.scale_iterations" if self.params.scale_iterations else "params.scales"
+            plan = f"{self.params.scales} levels run"
+            if self.params.schedule != "none":
+                field, plan = "params.schedule", f"schedule {self.params.schedule!r} runs"
             raise InvalidJob(
                 field,
-                f"{self.params.scales} levels run up to {self.params.most_iterations} iterations in all, over this "
+                f"{plan} up to {self.params.most_iterations} iterations in all, over this "
                 f"deployment's limit of {max_iterations} (STYLEQUEUE_MAX_ITERATIONS)",
             )
         if max_pixels is None:

@@ -24,6 +24,7 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from producer.core.errors import InvalidJob
+from producer.core.schedules import SCHEDULE_NAMES, SCHEDULED_OPTIONS, SCHEDULES
 
 #: The 16 convolution layers of VGG19, in network order. Losses may use any of them.
 VGG19_CONV_LAYERS: tuple[str, ...] = tuple(
@@ -176,6 +177,14 @@ class Params:
         maximum=1,
     )
     tolerance_window: int = option(10, "iterations the tolerance looks back over", "int", minimum=1, maximum=1000)
+    schedule: str = option(
+        "none",
+        "a coarse-to-fine plan chosen from measurements: draft, standard or high (aimed at the loss of 50, 200 "
+        "or 500 single-scale iterations in at most 60% of their time; sets iterations, scales, "
+        "scale_iterations, tolerance), or none (those options as given)",
+        "choice",
+        choices=SCHEDULE_NAMES,
+    )
     tile: int | None = option(
         None,
         "evaluate images larger than this in tiles of this many px, exactly (0: never; default: automatic, "
@@ -255,6 +264,9 @@ class Params:
     @property
     def most_iterations(self) -> int:
         """The most L-BFGS iterations the job can run: the output level's plus every coarser level's."""
+        schedule = SCHEDULES.get(self.schedule)
+        if schedule is not None:
+            return schedule.most_iterations
         return self.iterations + (self.scales - 1) * (self.scale_iterations or self.iterations)
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +295,14 @@ class Params:
                 _in_range(where, value, opt)
             elif opt.kind == "choice" and value not in opt.choices:
                 raise InvalidJob(where, f"{value!r} is not one of {', '.join(opt.choices)}")
+        if self.schedule != "none":
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in SCHEDULED_OPTIONS:
+                if getattr(self, name) != defaults[name]:
+                    raise InvalidJob(
+                        f"params.{name}",
+                        f"is set by schedule {self.schedule!r}: leave it out, or use schedule 'none' to set it",
+                    )
         if self.tile is not None and 0 < self.tile < MIN_TILE_PX:
             raise InvalidJob("params.tile", f"{self.tile} px: a tile is 0 (never tile) or at least {MIN_TILE_PX} px")
         size = self.size

@@ -345,7 +345,7 @@ class Engine:
                 if on_state is not None:
                     on_state(State(lv.index, n, flat.reshape(1, lv.height, lv.width, 3).astype(np.float32)))
 
-            outcome = problem.minimize(level.last, done, report, state, params.tolerance, params.tolerance_window)
+            outcome = problem.minimize(level.last, done, report, state, level.tolerance, level.window)
             evaluations += problem.evaluations
             x = outcome.x.reshape(problem.shape)
             stopped = outcome.stopped

@@ -1,10 +1,13 @@
-"""Coarse-to-fine levels (``params.scales``): the sizes and iterations of each level.
+"""Coarse-to-fine levels (``params.scales``, ``params.schedule``): the sizes and iterations of each level.
 
 With ``scales = N`` the optimization runs at N sizes, the last one the output size, each level
 √2 smaller (half the pixels) than the next, as crowsonkb/style-transfer-pytorch does; every
 level starts from the previous level's result upsampled, with the content and style targets
 recomputed at its own size. The coarse levels are cheap (all of them together cost less than
 the last one) and give the large, coherent strokes a single scale at a large size lacks.
+
+A schedule (:mod:`producer.core.schedules`) gives the levels, each level's iterations and the
+tolerance instead of ``scales``, ``iterations``, ``scale_iterations`` and ``tolerance``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from producer.core.params import Params
+from producer.core.schedules import SCHEDULES
 
 #: Linear size ratio between two consecutive levels.
 FACTOR = math.sqrt(2.0)
@@ -29,6 +33,9 @@ class Level:
         width: Its width in pixels.
         iterations: L-BFGS iterations at this level.
         first: Iterations of the levels before it (where its progress count starts).
+        tolerance: Stop this level once its loss improved by less than this fraction over
+            ``window`` iterations (0: never).
+        window: Iterations the tolerance looks back over.
     """
 
     index: int
@@ -36,6 +43,8 @@ class Level:
     width: int
     iterations: int
     first: int
+    tolerance: float = 0.0
+    window: int = 10
 
     @property
     def last(self) -> int:
@@ -55,12 +64,15 @@ def output_size(content_hw: tuple[int, int], size: int | Sequence[int]) -> tuple
 def levels(final_hw: tuple[int, int], params: Params, min_side: int) -> list[Level]:
     """The levels of a transfer to ``final_hw``, coarsest first; none smaller than ``min_side``.
 
-    Levels that would fall under ``min_side`` are dropped (a small output has fewer levels).
+    Levels that would fall under ``min_side`` are dropped (a small output has fewer levels; with
+    a schedule, the coarsest levels go with their iterations).
     """
+    schedule = SCHEDULES.get(params.schedule)
+    count = schedule.levels if schedule is not None else params.scales
     h, w = final_hw
     sizes: list[tuple[int, int]] = []
-    for i in range(params.scales):
-        f = FACTOR ** (params.scales - 1 - i)
+    for i in range(count):
+        f = FACTOR ** (count - 1 - i)
         size = (round(h / f), round(w / f))
         if min(size) >= min_side and size not in sizes:
             sizes.append(size)
@@ -69,8 +81,13 @@ def levels(final_hw: tuple[int, int], params: Params, min_side: int) -> list[Lev
     out: list[Level] = []
     first = 0
     for i, (lh, lw) in enumerate(sizes):
-        last = i == len(sizes) - 1
-        iterations = params.iterations if last else (params.scale_iterations or params.iterations)
-        out.append(Level(i, lh, lw, iterations, first))
+        if schedule is not None:  # the finest levels' iterations: the coarsest dropped first
+            iterations = schedule.iterations[len(schedule.iterations) - len(sizes) + i]
+            tolerance, window = schedule.tolerance, schedule.window
+        else:
+            last = i == len(sizes) - 1
+            iterations = params.iterations if last else (params.scale_iterations or params.iterations)
+            tolerance, window = params.tolerance, params.tolerance_window
+        out.append(Level(i, lh, lw, iterations, first, tolerance, window))
         first += iterations
     return out
