@@ -47,15 +47,7 @@ def main() -> None:
 
     engine = Engine(weights=str(weights))
     content, style = inputs.pair(args.content, args.style)
-    base = Params(
-        size=args.size,
-        iterations=args.iterations,
-        normalization="invariant",
-        content_weight=1.0,
-        style_weight=200.0,
-        tv_weight=50.0,
-        precision="float32",
-    )
+    base = Params(size=args.size, iterations=args.iterations, precision="float32", **inputs.INVARIANT)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     small = np.asarray(images.resize(images.Image.fromarray(content), args.size))

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: The recommended weights of ``normalization: invariant`` (docs/engine.md, "Two normalizations"):
+#: about the seed's balance of content, style and smoothness at 256 px, at any size.
+INVARIANT = {"normalization": "invariant", "content_weight": 1.0, "style_weight": 200.0, "tv_weight": 50.0}
 SHARED = Path(os.environ.get("STYLEQUEUE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 IMAGENET = SHARED / "vgg19" / "vgg19_imagenet_notop.weights.h5"
 

@@ -47,15 +47,7 @@ def main() -> None:
     engine = Engine(weights=inputs.weights())
     content, first = inputs.pair(args.content, args.styles[0])
     _, second = inputs.pair(args.content, args.styles[1])
-    params = Params(
-        size=args.size,
-        iterations=args.iterations,
-        normalization="invariant",
-        content_weight=1.0,
-        style_weight=200.0,
-        tv_weight=50.0,
-        precision=args.precision,
-    )
+    params = Params(size=args.size, iterations=args.iterations, precision=args.precision, **inputs.INVARIANT)
     mask = split(*content.shape[:2])
     runs = {
         "blend (no masks)": engine.transfer(content, [first, second], params),

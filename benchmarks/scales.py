@@ -42,13 +42,11 @@ def main() -> None:
     weights = inputs.weights()
     content, style = inputs.pair()
     engine = Engine(weights=weights)
-    weights_invariant = {"content_weight": 1.0, "style_weight": 200.0, "tv_weight": 50.0}
     base = Params(
         size=args.size,
         iterations=args.iterations,
-        normalization=args.normalization,
         precision="float32",
-        **(weights_invariant if args.normalization == "invariant" else {}),
+        **(inputs.INVARIANT if args.normalization == "invariant" else {"normalization": args.normalization}),
     )
     runs = [
         ("1 level", 1, pyramid.FACTOR),

@@ -32,9 +32,7 @@ from worker.nst import images, quiet
 
 PRESETS = {
     "seed": Params(precision="float32"),
-    "invariant": Params(
-        normalization="invariant", content_weight=1.0, style_weight=200.0, tv_weight=50.0, precision="float32"
-    ),
+    "invariant": Params(precision="float32", **inputs.INVARIANT),
 }
 
 
