@@ -16,9 +16,10 @@ What makes it fast compared with the tutorial it reproduces:
 * ``precision="bfloat16"`` (or ``auto`` where the hardware has it) runs the convolutions in
   bfloat16; the losses, Gram matrices and the L-BFGS state stay float32/float64.
 
-Options beyond the seed: coarse-to-fine levels (:mod:`worker.nst.pyramid`), colour control
-(:mod:`worker.nst.colour`), the ``mean_std`` and ``w2`` style statistics (:mod:`worker.nst.losses`), layer
-weight presets, and an early stop on a relative tolerance.
+Options beyond the seed: coarse-to-fine levels and schedules (:mod:`worker.nst.pyramid`), colour
+control (:mod:`worker.nst.colour`), the ``mean_std`` and ``w2`` style statistics
+(:mod:`worker.nst.losses`), regional styles (:mod:`worker.nst.masks`), layer weight presets, and an
+early stop on a relative tolerance.
 """
 
 from __future__ import annotations
