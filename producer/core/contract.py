@@ -134,8 +134,6 @@ class Job:
         content: The content image.
         styles: One or more style images.
         style_weights: Blend weights, one per style (``None``: equal).
-        style_masks: One mask per style (``None`` for a style without one), or ``None`` when no
-            style has a mask.
         output: Where the result goes: an object, or a prefix ending with ``/``.
         params: Engine options.
         job_id: Caller's id; also the Celery task id when sent by this client.
@@ -143,6 +141,8 @@ class Job:
             suffix, else ``png``.
         version: Contract version.
         submitted_at: When the client sent it (Unix epoch seconds), for the queue-wait metric.
+        style_masks: One mask per style (``None`` for a style without one), or ``None`` when no
+            style has a mask.
     """
 
     content: ObjectRef
@@ -150,11 +150,11 @@ class Job:
     output: ObjectRef
     params: Params = Params()
     style_weights: tuple[float, ...] | None = None
-    style_masks: tuple[ObjectRef | None, ...] | None = None
     job_id: str | None = None
     format: str | None = None
     version: int = VERSION
     submitted_at: float | None = None
+    style_masks: tuple[ObjectRef | None, ...] | None = None
 
     @classmethod
     def from_message(cls, message: Any) -> Job:

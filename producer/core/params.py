@@ -69,6 +69,10 @@ class Option:
         minimum: Smallest value allowed (numbers, sizes).
         maximum: Largest value allowed.
         choices: The values allowed (``choice``).
+        added: Whether the option came after the contract's first workers: :meth:`Params.to_dict`
+            leaves it out while it has its default, so a message that does not use it is the
+            message it always was (a worker of before accepts it; a job's fingerprint, and so
+            its checkpoint and its written output, stay valid across the upgrade).
     """
 
     help: str
@@ -77,6 +81,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    added: bool = False
 
 
 def option(default: Any, help: str, kind: str, **details: Any) -> Any:
@@ -184,6 +189,7 @@ class Params:
         "scale_iterations, tolerance), or none (those options as given)",
         "choice",
         choices=SCHEDULE_NAMES,
+        added=True,
     )
     tile: int | None = option(
         None,
@@ -270,10 +276,17 @@ class Params:
         return self.iterations + (self.scales - 1) * (self.scale_iterations or self.iterations)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (tuples become lists) that :meth:`from_dict` accepts."""
+        """Return a JSON-ready dict (tuples become lists) that :meth:`from_dict` accepts.
+
+        Every option, but an :attr:`Option.added` one at its default.
+        """
         values = self.__dict__.get("_values")
         if values is None:
-            values = tuple((f.name, getattr(self, f.name)) for f in fields(self))
+            values = tuple(
+                (f.name, getattr(self, f.name))
+                for f, opt in self.options()
+                if not (opt.added and getattr(self, f.name) == f.default)
+            )
             object.__setattr__(self, "_values", values)  # frozen: computed once
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values}
 

@@ -62,7 +62,11 @@ def job_schema(params: type[Params] = Params) -> dict[str, Any]:
                 "properties": {
                     "uri": _URI,
                     "weight": {"type": "number", "minimum": 0},
-                    "mask": {**_URI, "description": "grayscale image over the output: white where this style applies"},
+                    "mask": {
+                        "anyOf": [_URI, {"type": "null"}],
+                        "description": "grayscale image over the content (and so the output), white where this "
+                        "style applies; null: none",
+                    },
                 },
                 "required": ["uri"],
                 "additionalProperties": False,

@@ -72,7 +72,7 @@ def test_each_style_applies_where_its_mask_is_white(client, worker, store, input
     [
         ("not-an-image", "ImageError", "s3://inputs/test/not-an-image.jpg: not an image"),
         ("square", "ImageError", "style[0].mask: 32x32 px does not have the content image's aspect ratio"),
-        ("black", "ImageError", "every mask is black everywhere"),
+        ("black", "ImageError", "style[0].mask: every mask is black everywhere"),
         ("missing", "ObjectNotFound", "s3://inputs/masks/missing.png"),
     ],
 )

@@ -117,13 +117,14 @@ DEEP = {"content_layers": ["block4_conv2"], "style_layers": ["block1_conv1", "bl
 @pytest.mark.parametrize("extra", [{**DEEP, "tv_weight": 0.0}, {**W2, "tv_weight": 0.0}], ids=["gram", "w2"])
 def test_tiled_equals_untiled_with_masks(engine, extra) -> None:
     """Soft, overlapping masks (their sum over 1 in places) cut per tile: the whole image's loss and
-    gradient exactly, in float32."""
+    gradient exactly, in float32; the sides (150 x 214) are not multiples of the poolings, so the
+    rows and columns the network drops are dropped from the masks too."""
     rng = np.random.default_rng(3)
-    content = rng.integers(0, 256, (160, 224, 3), dtype=np.uint8)
+    content = rng.integers(0, 256, (150, 214, 3), dtype=np.uint8)
     styles = [rng.integers(0, 256, (120, 150, 3), dtype=np.uint8) for _ in range(2)]
-    ramp = np.tile(np.linspace(0, 1, 112, dtype=np.float32), (80, 1))
+    ramp = np.tile(np.linspace(0, 1, 107, dtype=np.float32), (75, 1))
     soft = [ramp, np.clip(1.4 - ramp, 0, 1)]
-    params = Params(size=(160, 224), precision="float32", **extra)
+    params = Params(size=(150, 214), precision="float32", **extra)
     whole = engine.prepare(content, styles, params.replace(tile=0), style_masks=soft)
     tiled = engine.prepare(content, styles, params.replace(tile=64), style_masks=soft)
     assert whole.tile == 0 and tiled.tile == 64
@@ -139,10 +140,92 @@ def test_bad_masks_are_refused_naming_the_mask(engine, pictures) -> None:
     with pytest.raises(ImageError, match=r"style\[1\]\.mask: 64x64 px does not have the content image's aspect"):
         engine.transfer(content, [warm, cool], F32, style_masks=[None, np.ones((64, 64), np.float32)])
     black = np.zeros((48, 64), np.float32)
-    with pytest.raises(ImageError, match="every mask is black everywhere"):
+    with pytest.raises(ImageError, match=r"style\[0\]\.mask, style\[1\]\.mask: every mask is black everywhere"):
         engine.transfer(content, [warm, cool], F32, style_masks=[black, black])
+    with pytest.raises(ImageError, match=r"style\[0\]\.mask: expected finite floats in \[0, 1\]"):
+        engine.transfer(content, [warm], F32, style_masks=[np.full((48, 64), 255, np.uint8)])
+    with pytest.raises(ImageError, match=r"style\[0\]\.mask: values from 0 to 2"):
+        engine.transfer(content, [warm], F32, style_masks=[np.linspace(0, 2, 48 * 64).reshape(48, 64)])
     with pytest.raises(InvalidJob, match="1 masks for 2 style images"):
         engine.transfer(content, [warm, cool], F32, style_masks=[black])
+
+
+@pytest.mark.parametrize("normalization", ["seed", "invariant"])
+def test_a_soft_masks_statistics_equal_a_numpy_computation(normalization: str) -> None:
+    """The weighted statistics of one region (Σm·FFᵀ / Σm and the weighted means, normalised by Σm),
+    compared as a whole image's, times the region's share: against numpy, soft mask, several layers,
+    gram and mean_std and w2."""
+    import tensorflow as tf
+
+    from worker.nst import losses
+
+    rng = np.random.default_rng(5)
+    feats = [rng.normal(1, 2, (1, h, w, c)).astype(np.float32) for h, w, c in ((8, 12, 6), (4, 6, 5))]
+    masks_ = [rng.uniform(0, 1, (1, h, w, 1)).astype(np.float32) for _, h, w, _ in (f.shape for f in feats)]
+    style = [rng.normal(0, 1.5, f.shape).astype(np.float32) for f in feats]
+    invariant = normalization == "invariant"
+    image_pixels = 16.0 * 24.0
+    for kind in ("gram", "mean_std", "w2"):
+        targets = [losses.style_target(tf.constant(s)) for s in style]
+        if kind == "w2":
+            targets = [losses.with_cov_sqrt(t) for t in targets]
+        stats = losses.style_stats([tf.constant(f) for f in feats], [tf.constant(m) for m in masks_], True)
+        ours = float(
+            losses.style_loss_of(stats, targets, tf.constant([1.0, 1.0]), tf.constant(image_pixels), invariant, kind)
+        )
+
+        theirs = 0.0
+        for f, m, s in zip(feats, masks_, style):
+            flat, weight = f.reshape(-1, f.shape[-1]).astype(np.float64), m.reshape(-1, 1).astype(np.float64)
+            n = flat.shape[0]
+            gram = (flat * weight).T @ flat / weight.sum()  # the region's per-pixel Gram
+            mean = (flat * weight).sum(0) / weight.sum()
+            var = (flat**2 * weight).sum(0) / weight.sum() - mean**2
+            s_flat = s.reshape(-1, s.shape[-1]).astype(np.float64)
+            s_gram, s_mean = s_flat.T @ s_flat / n, s_flat.mean(0)
+            s_var = (s_flat**2).mean(0) - s_mean**2
+            c = flat.shape[1]
+
+            def dist(a: np.ndarray, b: np.ndarray, n: int = n, c: int = c) -> float:
+                if invariant:
+                    return float(np.mean(((a - b) / c) ** 2))
+                return float(np.sum((n * (a - b)) ** 2) / (4 * 9 * image_pixels**2))
+
+            if kind == "w2":
+                cov, s_cov = gram - np.outer(mean, mean), s_gram - np.outer(s_mean, s_mean)
+                root = losses.psd_sqrt(s_cov).astype(np.float64)
+                middle = losses.psd_sqrt(root @ cov @ root).astype(np.float64)
+                w2 = np.sum((mean - s_mean) ** 2) + np.trace(cov) + np.trace(s_cov) - 2 * np.trace(middle)
+                key = "invariant" if invariant else "seed"
+                term = losses.W2_SCALE[key] * (w2 / c if invariant else w2 * n**2 / (4 * 9 * image_pixels**2))
+            else:
+                term = dist(s_gram, gram)
+                if kind == "mean_std":
+                    term += dist(np.outer(s_mean, s_mean), np.outer(mean, mean)) + dist(s_var, var)
+            theirs += term  # the region's share is a layer weight: the test below
+        assert ours == pytest.approx(theirs, rel=2e-3), kind
+
+
+def test_each_regions_terms_are_weighted_by_its_share_and_its_blend() -> None:
+    """The layer weights of a region's terms: the layer's weight × the region's (blend × regions) ×
+    its share of the layer (Σm / H_l·W_l), with the overlap shared out first."""
+    import tensorflow as tf
+
+    from worker.nst import losses
+    from worker.nst.engine import _style_terms
+
+    params = Params(size=32, style_layers=["block1_conv1", "block2_conv1"], style_layer_weights=[3.0, 1.0])
+    rng = np.random.default_rng(2)
+    one = [losses.style_target(tf.constant(rng.normal(size=(1, 4, 4, c)).astype(np.float32))) for c in (64, 128)]
+    quarter = np.zeros((16, 16), np.float32)
+    quarter[:8, :8] = 1.0
+    found = masks.regions([0.75, 0.25], [np.ones((16, 16), np.float32), quarter])
+    targets, weights, region_masks = _style_terms([one, one], [0.75, 0.25], params, found, (16, 16))
+    assert len(targets) == len(region_masks) == 4
+    # region 0 (white, weight 0.75 x 2): 1 where alone, 1/2 where the quarter overlaps it: share 7/8;
+    # region 1 (the quarter, weight 0.25 x 2): 1/2 over a quarter of the image: share 1/8
+    expected = [0.75 * 1.5 * 7 / 8, 0.25 * 1.5 * 7 / 8, 0.75 * 0.5 / 8, 0.25 * 0.5 / 8]
+    assert np.allclose(weights.numpy(), expected)
 
 
 def test_masks_at_each_layer_are_block_means_and_overlaps_are_shared() -> None:
@@ -164,7 +247,8 @@ def test_the_memory_budget_counts_the_masks() -> None:
     params = Params(size=1024)
     pixels = 1024 * 768
     plain, two = budget.estimate_bytes(params, pixels), budget.estimate_bytes(params, pixels, regions=2)
-    assert two - plain == pytest.approx(2 * pixels * budget.region_bytes_per_pixel(params), abs=2)
+    per_region = budget.region_bytes_per_pixel(params) + budget.mask_bytes_per_pixel(params)
+    assert two - plain == pytest.approx(2 * pixels * per_region, abs=2)
     limit = plain // 2
     assert (
         0

@@ -58,3 +58,14 @@ def test_bad_values_name_the_field(data: dict, field: str) -> None:
 def test_not_an_object() -> None:
     with pytest.raises(InvalidJob, match="params: must be an object"):
         Params.from_dict([1, 2])
+
+
+def test_options_added_later_are_left_out_of_a_message_while_at_their_default() -> None:
+    """A job that does not use ``schedule`` sends the options the contract's first workers know:
+    a worker of before accepts it, and the job's fingerprint (checkpoints, written outputs) stays
+    what it was."""
+    added = {f.name for f, opt in Params.options() if opt.added}
+    assert "schedule" in added
+    assert set(Params().to_dict()) == {f.name for f, _ in Params.options()} - added
+    assert Params(schedule="draft").to_dict()["schedule"] == "draft"
+    assert Params.from_dict(Params(schedule="draft").to_dict()) == Params(schedule="draft")

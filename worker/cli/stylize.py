@@ -90,11 +90,12 @@ def run_stylize(args: argparse.Namespace) -> int:
     limits = images.ImageLimits(max_pixels=settings.max_pixels)
     content = images.load(_read(args.content, "content image"), limits=limits, name=args.content)
     styles = [images.load(_read(s, "style image"), limits=limits, name=s) for s in args.styles]
-    read: dict[str, Any] = {}  # a mask named twice is one array: the styles share its region
-    for path in options.masks_of(args.style_mask, len(styles)):
-        if path is not None and path not in read:
-            read[path] = images.load_mask(_read(path, "style mask"), limits=limits, name=path)
-    style_masks = [None if p is None else read[p] for p in options.masks_of(args.style_mask, len(styles))] or None
+    read: dict[Path, Any] = {}  # a file named twice is one array: the styles share its region
+    mask_paths = [None if p is None else Path(p) for p in options.masks_of(args.style_mask, len(styles))]
+    for path in mask_paths:
+        if path is not None and path.resolve() not in read:
+            read[path.resolve()] = images.load_mask(_read(str(path), "style mask"), limits=limits, name=str(path))
+    style_masks = [None if p is None else read[p.resolve()] for p in mask_paths] or None
     init_image = None
     if params.init == "image":
         if args.init_image is None:

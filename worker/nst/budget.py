@@ -48,13 +48,19 @@ def style_activation_bytes_per_pixel(params: Params) -> float:
 
 
 def region_bytes_per_pixel(params: Params) -> float:
-    """What one region of a regional-style job adds per pixel of the network's input.
+    """What one region of a regional-style job adds to the network per pixel of its input.
 
-    The masked copies of every style layer's features (F·√m and F·m) and their gradients, plus the
-    mask itself at the level and at every style layer (float32).
+    The masked copies of every style layer's features (F·√m and F·m) and their gradients.
     """
-    masks = 4 * (1 + sum(4.0 ** -(int(name[len("block")]) - 1) for name in params.style_layers))
-    return 4 * style_activation_bytes_per_pixel(params) + masks
+    return 4 * style_activation_bytes_per_pixel(params)
+
+
+def mask_bytes_per_pixel(params: Params) -> float:
+    """What one region's masks take per output pixel, tiled or not.
+
+    Float32 at the level and at every style layer, and the tiles' copies of the latter.
+    """
+    return 4 * (1 + 2 * sum(4.0 ** -(int(name[len("block")]) - 1) for name in params.style_layers))
 
 
 def lbfgs_bytes_per_pixel(params: Params) -> int:
@@ -85,7 +91,7 @@ def estimate_bytes(params: Params, pixels: int, limit_bytes: int = 0, halo: int 
     proportional to the image is the L-BFGS state and the image itself. ``regions``: the distinct
     style masks of a regional-style job (0 without).
     """
-    host = pixels * lbfgs_bytes_per_pixel(params)
+    host = pixels * (lbfgs_bytes_per_pixel(params) + regions * mask_bytes_per_pixel(params))
     whole = network_bytes(params, pixels, regions)
     style_pixels = pixels * params.style_scale**2
     style = style_pixels * activation_bytes_per_pixel(_layers(params))  # forward only, before the optimization
@@ -109,7 +115,7 @@ def auto_tile(params: Params, size: tuple[int, int], limit_bytes: int, halo: int
     """
     height, width = size
     pixels = height * width
-    host = pixels * lbfgs_bytes_per_pixel(params)
+    host = pixels * (lbfgs_bytes_per_pixel(params) + regions * mask_bytes_per_pixel(params))
     if not limit_bytes or host + network_bytes(params, pixels, regions) <= limit_bytes:
         return 0
     free = max(limit_bytes - host, 0)

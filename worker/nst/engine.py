@@ -402,6 +402,7 @@ class Engine:
         """
         blend = _blend(styles, style_blend)
         content = _checked(content, "content image")
+        _check_masks(style_masks, len(styles), content.shape[:2])
         if size is None:
             size = pyramid.output_size(content.shape[:2], params.size)
         content_rgb = _resized(content, size, params, "content image")
@@ -680,6 +681,9 @@ def _check_masks(style_masks: Sequence[np.ndarray | None] | None, n_styles: int,
     for i, m in enumerate(style_masks):
         if m is not None:
             masks.check(m, content_hw, f"style[{i}].mask")
+    if all(m is not None and not np.any(m > 0) for m in style_masks):
+        names = ", ".join(f"style[{i}].mask" for i in range(n_styles))
+        raise ImageError(f"{names}: every mask is black everywhere, so no style would apply anywhere")
 
 
 def _checked(rgb: np.ndarray, name: str) -> np.ndarray:

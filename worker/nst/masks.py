@@ -86,8 +86,12 @@ def check(mask: np.ndarray, content_hw: tuple[int, int], name: str) -> None:
     Raises:
         ImageError: naming the mask and both shapes.
     """
-    if mask.ndim != 2:
+    if mask.ndim != 2 or 0 in mask.shape:
         raise ImageError(f"{name}: expected an (H, W) grayscale mask, got shape {mask.shape}")
+    if not np.issubdtype(mask.dtype, np.floating) or not np.all(np.isfinite(mask)):
+        raise ImageError(f"{name}: expected finite floats in [0, 1] (white 1), got {mask.dtype}")
+    if mask.min() < 0 or mask.max() > 1:
+        raise ImageError(f"{name}: values from {mask.min():g} to {mask.max():g}: a mask's are in [0, 1] (white 1)")
     ch, cw = content_hw
     mh, mw = mask.shape
     ratio = (mw / mh) / (cw / ch)
