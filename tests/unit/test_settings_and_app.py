@@ -61,3 +61,24 @@ def test_celery_config_for_long_gpu_jobs() -> None:
     transport = c["broker_transport_options"]
     assert "sep" not in transport and transport["priority_steps"] == list(range(10))
     assert c["task_routes"]["stylequeue.transfer"]["queue"] == "stylequeue"
+
+
+def test_json_logs_cover_the_pools_own_logger() -> None:
+    """billiard's logger does not propagate and Celery gives it a handler of its own: with
+    STYLEQUEUE_LOG_FORMAT=json its lines (a pool child killed at shutdown) are JSON too."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from celery import Celery\n"
+        "from producer.core.settings import Settings\n"
+        "from worker.signals import logs\n"
+        "logs.install(Settings(log_format='json'))\n"
+        "Celery('x').log.setup(loglevel='INFO')\n"
+        "logging.getLogger('multiprocessing').error('Process %r exited with %r', 'ForkPoolWorker-1', 'signal 15')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    lines = [line for line in out.stderr.splitlines() if "ForkPoolWorker-1" in line]
+    assert lines and json.loads(lines[0])["level"] == "ERROR", out.stderr

@@ -75,6 +75,10 @@ class TextFormatter(logging.Formatter):
         return f"{text} [job {job_id}]" if job_id and job_id not in text else text
 
 
+#: billiard's logger (``billiard.util.get_logger``): the worker pool's own lines.
+POOL_LOGGER = "multiprocessing"
+
+
 def apply(logger: logging.Logger, settings: Settings) -> None:
     """Give every handler of ``logger`` the job filter and the chosen format."""
     for handler in logger.handlers:
@@ -92,10 +96,14 @@ def install(settings: Settings) -> None:
 
     apply(logging.getLogger(), settings)
     apply(task_logger, settings)
+    apply(logging.getLogger(POOL_LOGGER), settings)
 
     @after_setup_logger.connect(weak=False)
     def _root(logger: logging.Logger, **_: Any) -> None:
         apply(logger, settings)
+        # Celery gives billiard's logger (it does not propagate) handlers of its own: the pool's
+        # lines, such as a child that exited on a signal at shutdown, in the same format.
+        apply(logging.getLogger(POOL_LOGGER), settings)
 
     @after_setup_task_logger.connect(weak=False)
     def _task(logger: logging.Logger, **_: Any) -> None:
