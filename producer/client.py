@@ -39,7 +39,7 @@ from producer.broker import cancellation, deadletters, ending, keys, registry, w
 from producer.broker.celery_app import make_celery
 from producer.broker.events import Announcer
 from producer.broker.queues import DEFAULT_PRIORITY
-from producer.core.contract import TASK_NAME, Job, check_size
+from producer.core.contract import TASK_NAME, Job, check_size, style_field
 from producer.core.errors import BrokerUnavailable, InvalidJob, JobCancelled, JobFailed, JobNotFound, PartialSubmit
 from producer.core.params import Params
 from producer.core.retrying import backoff
@@ -384,25 +384,9 @@ class Client:
         style applies (regional styles, docs/engine.md).
         """
         styles = [style] if isinstance(style, str) else list(style)
-        if style_weights is not None and len(style_weights) != len(styles):
-            raise InvalidJob("style", f"{len(style_weights)} weights for {len(styles)} style images")
-        if style_masks is not None and len(style_masks) != len(styles):
-            raise InvalidJob("style", f"{len(style_masks)} masks for {len(styles)} style images: one per style")
-        style_field: Any
-        if style_weights is None and style_masks is None:
-            style_field = styles[0] if len(styles) == 1 else styles
-        else:
-            style_field = []
-            for i, uri in enumerate(styles):
-                item: dict[str, Any] = {"uri": uri}
-                if style_weights is not None:
-                    item["weight"] = style_weights[i]
-                if style_masks is not None and style_masks[i] is not None:
-                    item["mask"] = style_masks[i]
-                style_field.append(item)
         message: dict[str, Any] = {
             "content": content,
-            "style": style_field,
+            "style": style_field(styles, style_weights, style_masks),
             "output": output,
             "params": params.to_dict() if isinstance(params, Params) else dict(params or {}),
             "job_id": job_id or uuid.uuid4().hex,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,23 +212,11 @@ class Job:
 
     def to_message(self) -> dict[str, Any]:
         """The JSON object to send (what :meth:`from_message` accepts)."""
-        style: Any
-        if self.style_weights is None and self.style_masks is None:
-            style = self.styles[0].uri if len(self.styles) == 1 else [s.uri for s in self.styles]
-        else:
-            style = []
-            for i, ref in enumerate(self.styles):
-                item: dict[str, Any] = {"uri": ref.uri}
-                if self.style_weights is not None:
-                    item["weight"] = self.style_weights[i]
-                mask = self.style_masks[i] if self.style_masks is not None else None
-                if mask is not None:
-                    item["mask"] = mask.uri
-                style.append(item)
+        masks = None if self.style_masks is None else [m.uri if m is not None else None for m in self.style_masks]
         message: dict[str, Any] = {
             "version": self.version,
             "content": self.content.uri,
-            "style": style,
+            "style": style_field([s.uri for s in self.styles], self.style_weights, masks),
             "output": self.output.uri,
             "params": self.params.to_dict(),
         }
@@ -238,6 +227,16 @@ class Job:
         if self.submitted_at is not None:
             message["submitted_at"] = self.submitted_at
         return message
+
+    @property
+    def regions(self) -> int:
+        """The regions of a regional-style job, what its memory estimate counts.
+
+        Its distinct masks, a style without one counting as all white (0 without masks).
+        """
+        if self.style_masks is None:
+            return 0
+        return len({m.uri if m is not None else None for m in self.style_masks})
 
     def inputs(self) -> list[tuple[str, ObjectRef]]:
         """Every object the job reads, with the field that names it: the content, the styles, the masks."""
@@ -365,6 +364,31 @@ def check_size(size: int, max_bytes: int) -> None:
     """
     if size > max_bytes:
         raise InvalidJob("message", f"{size} bytes is over the limit of {max_bytes} (STYLEQUEUE_MAX_MESSAGE_BYTES)")
+
+
+def style_field(uris: Sequence[str], weights: Sequence[float] | None, masks: Sequence[str | None] | None) -> Any:
+    """The message's ``style``, what :func:`_parse_styles` reads.
+
+    One URI, a list of URIs, or ``{uri, weight, mask}`` objects when there are weights or masks
+    (a ``None`` mask left out).
+
+    Raises:
+        InvalidJob: not one weight, or one mask, per style.
+    """
+    for name, values in (("weights", weights), ("masks", masks)):
+        if values is not None and len(values) != len(uris):
+            raise InvalidJob("style", f"{len(values)} {name} for {len(uris)} style images: one per style")
+    if weights is None and masks is None:
+        return uris[0] if len(uris) == 1 else list(uris)
+    items = []
+    for i, uri in enumerate(uris):
+        item: dict[str, Any] = {"uri": uri}
+        if weights is not None:
+            item["weight"] = weights[i]
+        if masks is not None and masks[i] is not None:
+            item["mask"] = masks[i]
+        items.append(item)
+    return items
 
 
 def _parse_styles(

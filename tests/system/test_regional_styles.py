@@ -89,3 +89,37 @@ def test_bad_masks_fail_the_job_naming_the_mask(
         inputs["content.png"], [inputs["style.jpg"]], "s3://outputs/masks/", PARAMS, style_masks=[uris[mask]]
     )
     expect_permanent(client, job.id, error_type, fragment)
+
+
+def test_a_plain_celery_client_sends_masks_as_the_contract_says(
+    client, worker, store, stack_env, inputs, halves
+) -> None:
+    """docs/contract.md's message from a Celery app with nothing of stylequeue: a style object with
+    a "mask". Its black mask removes that style, as through our own client."""
+    import uuid
+
+    from celery import Celery
+
+    url = stack_env["STYLEQUEUE_BROKER_URL"]
+    app = Celery(broker=url, backend=url)
+    job_id = uuid.uuid4().hex
+    message = {
+        "job_id": job_id,
+        "content": inputs["content.png"],
+        "style": [
+            {"uri": inputs["style.jpg"], "mask": halves["black"]},
+            {"uri": inputs["style2.png"], "mask": halves["white"]},
+        ],
+        "output": "s3://outputs/masks/",
+        "params": STYLE_ONLY,
+    }
+    sent = app.send_task("stylequeue.transfer", args=[message], task_id=job_id, queue="stylequeue")
+    result = sent.get(timeout=180)
+    theirs = images.load(store.get(ObjectRef.parse(result["output"], "output"))).astype(np.int16)
+    ours = output(
+        client, store, client.submit(inputs["content.png"], inputs["style2.png"], "s3://outputs/masks/", STYLE_ONLY)
+    )
+    only_first = output(
+        client, store, client.submit(inputs["content.png"], inputs["style.jpg"], "s3://outputs/masks/", STYLE_ONLY)
+    )
+    assert np.abs(theirs - ours).mean() < 0.25 * np.abs(theirs - only_first).mean()

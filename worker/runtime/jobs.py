@@ -134,8 +134,9 @@ def _check_resources(job: Job, job_id: str, rt: Runtime) -> None:
     access.check_job(settings, job, job_id)
     job.check_limits(settings.max_size_px, settings.max_iterations, settings.max_pixels)
     layers = tuple(job.params.content_layers) + tuple(job.params.style_layers)
-    regions = len({m.uri if m is not None else None for m in job.style_masks}) if job.style_masks else 0
-    need = budget.estimate_bytes(job.params, job.output_pixels, rt.memory_limit_bytes, tiling.halo_px(layers), regions)
+    need = budget.estimate_bytes(
+        job.params, job.output_pixels, rt.memory_limit_bytes, tiling.halo_px(layers), job.regions
+    )
     if rt.memory_limit_bytes and need > rt.memory_limit_bytes:
         raise InvalidJob(
             "params.size",
