@@ -302,7 +302,6 @@ class Engine:
         blend = _blend(styles, style_blend)
         checked = [_checked(s, f"style image {i + 1}") for i, s in enumerate(styles)]
         content = _checked(content, "content image")
-        _check_masks(style_masks, len(styles), content.shape[:2])
         plan = self.plan(content.shape[:2], params)
         total = plan[-1].last
         final_content = _resized(content, (plan[-1].height, plan[-1].width), params, "content image")
