@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from support.podman import API_KEY, HERE, JOB, ROOT, Stack, compose_env, healthy, ip_of, podman, project
 from support.store import objects
 from support.waiting import wait_for
@@ -31,6 +32,11 @@ PROJECT = "stylequeue-ha-test"
 FILES = [ROOT / "deploy" / "compose.ha.yml", HERE / "compose.override.yml", HERE / "compose.ha.override.yml"]
 REDIS = ("redis", "redis-replica-1", "redis-replica-2")
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+ADDRESSES = {  # the Sentinels name servers by their fixed addresses (deploy/compose.ha.yml says why)
+    ip: name
+    for name, service in yaml.safe_load(FILES[0].read_text())["services"].items()
+    if (ip := (service.get("networks") or {}).get("default", {}).get("ipv4_address"))
+}
 
 
 def api(method: str, path: str, body: dict[str, Any] | None = None, key: str | None = API_KEY) -> tuple[int, Any]:
@@ -72,9 +78,18 @@ class HAStack(Stack):
         return masters[0] if len(masters) == 1 and named == {masters[0]} else None
 
     def master_by(self, sentinel: str) -> str | None:
+        """The service ``sentinel`` names as the primary (from its address)."""
         cmd = ("redis-cli", "-p", "26379", "sentinel", "get-master-addr-by-name", "stylequeue")
         out = podman("exec", self.container(sentinel), *cmd, check=False, timeout=30).stdout.split()
-        return out[0] if out else None
+        return ADDRESSES.get(out[0], out[0]) if out else None
+
+    def sentinel_events(self) -> str:
+        """Each Sentinel's log less its repeated lookups: what it saw and did (+sdown, +tilt, votes)."""
+        logs = []
+        for s in SENTINELS:
+            lines = podman("logs", self.container(s), check=False).stdout.splitlines()
+            logs.append(f"--- {s}\n" + "\n".join(line for line in lines if "Failed to resolve" not in line)[-4000:])
+        return "\n".join(logs)
 
     def redis(self) -> Any:
         import redis
@@ -146,7 +161,12 @@ def test_the_primary_killed_mid_job_every_acknowledged_job_ends_once(ha: HAStack
     assert ha.running(acknowledged[0]), "the job ran to its end before the kill: give it more iterations"
     killed_at, before_kill = time.monotonic(), len(acknowledged)
     podman("kill", "--signal", "KILL", ha.container("redis"))
-    promoted = wait_for(lambda: (p := ha.primary()) not in (None, "redis") and p, 120, "a replica promoted")
+    try:
+        promoted = wait_for(lambda: (p := ha.primary()) not in (None, "redis") and p, 120, "a replica promoted")
+    except TimeoutError:
+        pytest.fail(f"no replica promoted within 120 s of the kill; the Sentinels' events:\n{ha.sentinel_events()}")
+    if "+tilt" in (events := ha.sentinel_events()):  # a Sentinel stalled for over 2 s: reported, not failed
+        print(f"\nSentinels in TILT mode during the failover:\n{events}")
 
     def readiness() -> list[int]:
         return [status for _, status in answered]

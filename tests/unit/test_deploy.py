@@ -8,6 +8,7 @@ Dockerfile is parsed with BuildKit's own parser (the `dockerfile` package) and c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -176,15 +177,26 @@ def test_gpu_and_cpu_workers_differ_only_in_base_image_and_devices(compose: dict
     assert base_gpu.split("=", 1)[1].replace("-gpu", "") == cpu["build"]["args"]["BASE_IMAGE"]
 
 
+REDIS = ("redis", "redis-replica-1", "redis-replica-2")
+
+
 def test_the_ha_compose_file_points_every_redis_client_at_the_sentinels(compose: dict) -> None:
     ha = yaml.safe_load((ROOT / "deploy" / "compose.ha.yml").read_text())
     conf = (ROOT / "deploy" / "sentinel" / "sentinel.conf").read_text()
-    assert "sentinel monitor stylequeue redis 6379 2" in conf
     sentinels = sorted(n for n in ha["services"] if n.startswith("sentinel-"))
     assert len(sentinels) == 3
+    # Servers by fixed address (a Sentinel's DNS lookups block its loop): inside the subnet, none
+    # in the range other containers are given, the primary's the one the Sentinels and replicas use.
+    (pool,) = ha["networks"]["default"]["ipam"]["config"]
+    subnet, dynamic = ipaddress.ip_network(pool["subnet"]), ipaddress.ip_network(pool["ip_range"])
+    address = {n: ipaddress.ip_address(ha["services"][n]["networks"]["default"]["ipv4_address"]) for n in REDIS}
+    assert all(a in subnet and a not in dynamic for a in address.values()) and len(set(address.values())) == 3
+    assert f"sentinel monitor stylequeue {address['redis']} 6379 2" in conf
+    assert "resolve-hostnames" not in conf
     for name in ("redis-replica-1", "redis-replica-2"):
         command = ha["services"][name]["command"]
-        assert command[command.index("--replicaof") + 1 : command.index("--replicaof") + 3] == ["redis", "6379"]
+        i = command.index("--replicaof")
+        assert command[i + 1 : i + 3] == [str(address["redis"]), "6379"]
     for name, service in compose["services"].items():  # every service of the base file that uses Redis
         env = service.get("environment") or {}
         if "STYLEQUEUE_BROKER_URL" not in env:
