@@ -4,6 +4,11 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
+# The suite in two processes (pytest-xdist), each test file in one of them (its module's servers
+# started once): 2 cores run the real servers' waits and the engine's work side by side.
+# PARALLEL= runs it in one process.
+PARALLEL ?= -n 2 --dist loadfile
+
 .PHONY: test test-fast test-other-precision test-containers lint bench demo dev clean
 
 # Create the virtualenv, install the project with every extra (and, on Debian as root, the
@@ -11,7 +16,7 @@ STAMP   = $(VENV)/.installed
 # engine tests once more with precision `auto` resolved the other way (test-other-precision).
 test: $(STAMP)
 	sh tests/support/browser-setup.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL) --durations=25
 	$(MAKE) test-other-precision
 
 # Everything but the tests marked slow (real servers, subprocess CLIs).
@@ -25,7 +30,7 @@ test-fast: $(STAMP)
 test-other-precision: $(STAMP)
 	STYLEQUEUE_AUTO_PRECISION=$$($(BIN)/python -c "from worker.nst.vgg import native_bfloat16; \
 	  print('float32' if native_bfloat16() else 'bfloat16')") \
-	  $(BIN)/python -m pytest -m "not pinned_precision and not containers" \
+	  $(BIN)/python -m pytest $(PARALLEL) -m "not pinned_precision and not containers" \
 	  tests/unit/test_engine.py tests/unit/test_tiling.py tests/unit/test_options.py
 
 # The images and the compose stack built and run for real with podman (root, Debian): installs
