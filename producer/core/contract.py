@@ -310,11 +310,10 @@ class Job:
             InvalidJob: naming ``params.size``, ``params.iterations``, ``params.scales``,
                 ``params.scale_iterations``, ``params.schedule`` or ``params.style_scale``.
         """
-        size = self.params.size
-        longest = size if isinstance(size, int) else max(size)
+        longest = self.params.longest_px
         if longest > max_size_px:
             raise InvalidJob("params.size", f"{longest} px is over this deployment's limit of {max_size_px}")
-        if self.params.iterations > max_iterations:
+        if self.params.schedule == "none" and self.params.iterations > max_iterations:  # a schedule's: below
             raise InvalidJob(
                 "params.iterations", f"{self.params.iterations} is over this deployment's limit of {max_iterations}"
             )
@@ -370,7 +369,7 @@ def style_field(uris: Sequence[str], weights: Sequence[float] | None, masks: Seq
     """The message's ``style``, what :func:`_parse_styles` reads.
 
     One URI, a list of URIs, or ``{uri, weight, mask}`` objects when there are weights or masks
-    (a ``None`` mask left out).
+    (a ``None`` mask left out; masks that are all ``None`` are no masks).
 
     Raises:
         InvalidJob: not one weight, or one mask, per style.
@@ -378,6 +377,8 @@ def style_field(uris: Sequence[str], weights: Sequence[float] | None, masks: Seq
     for name, values in (("weights", weights), ("masks", masks)):
         if values is not None and len(values) != len(uris):
             raise InvalidJob("style", f"{len(values)} {name} for {len(uris)} style images: one per style")
+    if masks is not None and all(m is None for m in masks):
+        masks = None  # no mask at all: the message (and its fingerprint) of a job without masks
     if weights is None and masks is None:
         return uris[0] if len(uris) == 1 else list(uris)
     items = []

@@ -186,7 +186,7 @@ class Params:
         "none",
         "a coarse-to-fine plan chosen from measurements: draft, standard or high (aimed at the loss of 50, 200 "
         "or 500 single-scale iterations in at most 60% of their time; sets iterations, scales, "
-        "scale_iterations, tolerance), or none (those options as given)",
+        "scale_iterations, tolerance, tolerance_window), or none (those options as given)",
         "choice",
         choices=SCHEDULE_NAMES,
         added=True,
@@ -266,6 +266,11 @@ class Params:
             raise InvalidJob(f"{prefix}.{unknown[0]}", f"unknown option (known: {', '.join(sorted(known))})")
         kwargs = {name: _coerce(f"{prefix}.{name}", known[name], value) for name, value in data.items()}
         return cls(**kwargs)
+
+    @property
+    def longest_px(self) -> int:
+        """The output's longest side, px: ``size`` itself, or the larger of a ``[height, width]`` pair."""
+        return self.size if isinstance(self.size, int) else max(self.size)
 
     @property
     def most_iterations(self) -> int:

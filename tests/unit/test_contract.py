@@ -55,6 +55,18 @@ def test_a_job_without_masks_keeps_its_fingerprint() -> None:
     assert fingerprint(plain) != fingerprint(masked)
 
 
+def test_a_w2_jobs_fingerprint_holds_its_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """W2's scale is part of its objective: a recalibrated worker neither adopts nor resumes older runs."""
+    from worker.nst import losses
+    from worker.runtime.checkpoint import fingerprint
+
+    w2 = job(style=["s3://styles/a.png"], params={"style_loss": "w2"})
+    gram = job(style=["s3://styles/a.png"], params={"style_loss": "gram"})
+    before = fingerprint(w2), fingerprint(gram)
+    monkeypatch.setitem(losses.W2_SCALE, "seed", losses.W2_SCALE["seed"] * 2)
+    assert fingerprint(w2) != before[0] and fingerprint(gram) == before[1]
+
+
 def test_styles_with_blend_weights() -> None:
     j = job(style=[{"uri": "s3://styles/a.png", "weight": 0.7}, {"uri": "s3://styles/b.png", "weight": 0.3}])
     assert j.style_weights == (0.7, 0.3) and len(j.styles) == 2

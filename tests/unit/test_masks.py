@@ -148,6 +148,9 @@ def test_bad_masks_are_refused_naming_the_mask(engine, pictures) -> None:
         engine.transfer(content, [warm], F32, style_masks=[np.linspace(0, 2, 48 * 64).reshape(48, 64)])
     with pytest.raises(InvalidJob, match="1 masks for 2 style images"):
         engine.transfer(content, [warm, cool], F32, style_masks=[black])
+    white = np.ones((48, 64), np.float32)  # a style of weight 0 has no term: its white mask applies nowhere
+    with pytest.raises(ImageError, match=r"^style\[0\]\.mask: every mask is black everywhere"):
+        engine.transfer(content, [warm, cool], F32, style_blend=[1.0, 0.0], style_masks=[black, white])
 
 
 @pytest.mark.parametrize("normalization", ["seed", "invariant"])
@@ -255,3 +258,27 @@ def test_the_memory_budget_counts_the_masks() -> None:
         < budget.auto_tile(params, (768, 1024), limit, 96, regions=2)
         < budget.auto_tile(params, (768, 1024), limit, 96)
     )
+
+
+def test_a_large_mask_is_held_at_about_the_outputs_size() -> None:
+    """A mask far larger than the output is box-averaged as it is decoded (to at least twice the
+    output's side), so a job does not hold it at its own size; its split stays where it was."""
+    from support.images import png_bytes
+
+    from worker.nst import images
+
+    big = np.zeros((800, 1000, 3), np.uint8)
+    big[:, 500:] = 255  # right half white
+    held = images.load_mask(png_bytes(big), keep_px=64)
+    assert held.shape == (115, 143)  # by 1000 // 128 = 7: the longest side ≥ 2 × 64, under 3 × 64
+    assert np.all(held[:, :71] == 0) and np.all(held[:, 72:] == 1)  # the split at 500 / 7
+    assert images.load_mask(png_bytes(big)).shape == (800, 1000)  # no output size given: as it is
+
+
+def test_no_mask_for_any_style_is_a_job_without_masks() -> None:
+    """`--style-mask none` for every style sends the message (and fingerprint) of a job without masks."""
+    from producer.core.contract import style_field
+
+    assert style_field(["s3://s/a.png"], None, [None]) == "s3://s/a.png"
+    assert style_field(["s3://s/a.png", "s3://s/b.png"], None, [None, None]) == ["s3://s/a.png", "s3://s/b.png"]
+    assert style_field(["s3://s/a.png"], None, ["s3://m/a.png"]) == [{"uri": "s3://s/a.png", "mask": "s3://m/a.png"}]

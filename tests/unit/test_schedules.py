@@ -88,6 +88,11 @@ def test_the_iteration_limit_counts_a_schedules_every_level() -> None:
     job.check_limits(2048, most)
     with pytest.raises(InvalidJob, match=rf"params.schedule: schedule 'high' runs up to {most} iterations in all"):
         job.check_limits(2048, most - 1)
+    # A limit under the default `iterations` (which a scheduled job leaves alone) refuses only
+    # the schedules over it: draft's 60 pass a limit of 80, though the unused default is 100.
+    draft = Job.from_message({**base, "params": {"schedule": "draft"}})
+    draft.check_limits(2048, SCHEDULES["draft"].most_iterations)
+    assert draft.params.iterations > SCHEDULES["draft"].most_iterations
 
 
 def test_the_schedule_flag() -> None:

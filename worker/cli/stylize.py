@@ -94,7 +94,8 @@ def run_stylize(args: argparse.Namespace) -> int:
     mask_paths = [None if p is None else Path(p) for p in options.masks_of(args.style_mask, len(styles))]
     for path in mask_paths:
         if path is not None and path.resolve() not in read:
-            read[path.resolve()] = images.load_mask(_read(str(path), "style mask"), limits=limits, name=str(path))
+            data = _read(str(path), "style mask")
+            read[path.resolve()] = images.load_mask(data, limits, str(path), keep_px=params.longest_px)
     style_masks = [None if p is None else read[p.resolve()] for p in mask_paths] or None
     init_image = None
     if params.init == "image":

@@ -401,7 +401,7 @@ class Engine:
         """
         blend = _blend(styles, style_blend)
         content = _checked(content, "content image")
-        _check_masks(style_masks, len(styles), content.shape[:2])
+        _check_masks(style_masks, blend, content.shape[:2])
         if size is None:
             size = pyramid.output_size(content.shape[:2], params.size)
         content_rgb = _resized(content, size, params, "content image")
@@ -672,16 +672,25 @@ def _style_terms(
     return targets, tf.constant(weights, tf.float32), region_masks
 
 
-def _check_masks(style_masks: Sequence[np.ndarray | None] | None, n_styles: int, content_hw: tuple[int, int]) -> None:
+def _check_masks(
+    style_masks: Sequence[np.ndarray | None] | None, blend: Sequence[float], content_hw: tuple[int, int]
+) -> None:
+    """Refuse masks that do not fit.
+
+    Not one per style, another aspect than the content's, or black everywhere for every style that
+    has weight (a style of weight 0 has no term).
+    """
     if style_masks is None:
         return
-    if len(style_masks) != n_styles:
-        raise InvalidJob("style", f"{len(style_masks)} masks for {n_styles} style images: one per style, in order")
+    if len(style_masks) != len(blend):
+        raise InvalidJob("style", f"{len(style_masks)} masks for {len(blend)} style images: one per style, in order")
     for i, m in enumerate(style_masks):
         if m is not None:
             masks.check(m, content_hw, f"style[{i}].mask")
-    if all(m is not None and not np.any(m > 0) for m in style_masks):
-        names = ", ".join(f"style[{i}].mask" for i in range(n_styles))
+    weighed = [i for i, w in enumerate(blend) if w > 0]
+    black = [i for i in weighed if (m := style_masks[i]) is not None and not np.any(m > 0)]
+    if black == weighed:
+        names = ", ".join(f"style[{i}].mask" for i in weighed)
         raise ImageError(f"{names}: every mask is black everywhere, so no style would apply anywhere")
 
 

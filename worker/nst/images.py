@@ -143,12 +143,20 @@ def load(
     return np.asarray(img, dtype=np.uint8)
 
 
-def load_mask(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "mask") -> np.ndarray:
+def load_mask(
+    data: bytes, limits: ImageLimits = ImageLimits(), name: str = "mask", keep_px: int | None = None
+) -> np.ndarray:
     """Decode a mask: ``(H, W)`` float32 in [0, 1], white 1.
 
     A colour image counts by its luminance, transparency as white (as :func:`decode` composites it).
+    With ``keep_px`` (the output's longest side, px), a larger mask is box-averaged by a whole
+    factor as it is decoded, to no less than twice that side (what resizing to the output keeps of
+    it anyway): a job holds its masks at about its output's size, not at their own.
     """
     grey = decode(data, limits, name).convert("L")
+    factor = max(grey.size) // (2 * keep_px) if keep_px else 1
+    if factor > 1:
+        grey = grey.reduce(factor)
     return np.asarray(grey, dtype=np.float32) / 255.0
 
 

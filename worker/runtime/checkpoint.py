@@ -28,13 +28,19 @@ import numpy as np
 from producer.core.contract import Job, ObjectRef
 from producer.core.errors import ObjectNotFound, StylequeueError, WriteConflict
 from producer.storage import Store
+from worker.nst import losses
 from worker.nst.engine import State
 
 log = logging.getLogger(__name__)
 
 
 def fingerprint(job: Job, shape: tuple[int, ...] | None = None) -> str:
-    """What identifies a job's result: inputs and parameters (and, for a checkpoint, the image shape)."""
+    """What identifies a job's result: inputs and parameters (and, for a checkpoint, the image shape).
+
+    A ``w2`` job's also holds ``losses.W2_SCALE`` (its objective: a worker from before that scale,
+    or after a new one, computes another result from the same message, so neither adopts the
+    other's output or resumes its checkpoint). Other jobs' fingerprints are as they always were.
+    """
     ident: dict[str, Any] = {
         "content": job.content.uri,
         "styles": [s.uri for s in job.styles],
@@ -43,6 +49,8 @@ def fingerprint(job: Job, shape: tuple[int, ...] | None = None) -> str:
     }
     if job.style_masks is not None:  # only then: the fingerprints of jobs without masks stay as they were
         ident["masks"] = [None if m is None else m.uri for m in job.style_masks]
+    if job.params.style_loss == "w2":  # its scale is the objective's: a run under another scale is another result
+        ident["w2_scale"] = losses.W2_SCALE[job.params.normalization]
     if shape is not None:
         ident["shape"] = list(shape)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]

@@ -182,9 +182,10 @@ class _Run:
         if self.job.style_masks is None:
             return None
         read: dict[str, Any] = {}
-        for ref in self.job.style_masks:
+        for i, ref in enumerate(self.job.style_masks):
             if ref is not None and ref.uri not in read:
-                read[ref.uri] = images.load_mask(self.read(ref), limits=self.limits, name=ref.uri)
+                name, longest = f"style[{i}].mask {ref.uri}", self.job.params.longest_px
+                read[ref.uri] = images.load_mask(self.read(ref), self.limits, name, keep_px=longest)
         return [None if ref is None else read[ref.uri] for ref in self.job.style_masks]
 
     def resumable(self, saved: Any, plan: Any) -> Any:
