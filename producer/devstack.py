@@ -8,6 +8,7 @@ their own process groups, waited for with a deadline, and stopped with :func:`st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -69,16 +70,28 @@ def stop_group(proc: subprocess.Popen[Any], grace_s: float = 10.0, sig: int = si
     Sends ``sig`` to its process group, waits ``grace_s`` seconds, then SIGKILLs the group.
     Returns the process's exit code.
     """
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            proc.wait()
+    stop_groups([(proc, grace_s)], sig)
     return proc.returncode
+
+
+def stop_groups(procs: Sequence[tuple[subprocess.Popen[Any], float]], sig: int = signal.SIGTERM) -> None:
+    """Stop several process groups at once: the slowest bounds the whole.
+
+    ``sig`` goes to every group first; then each is waited for its own grace (s, counted from that
+    signal) and SIGKILLed past it.
+    """
+    signalled = time.monotonic()
+    for proc, _ in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+    for proc, grace_s in procs:
+        try:
+            proc.wait(max(0.0, signalled + grace_s - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _wait(check: Any, what: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:

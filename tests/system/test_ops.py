@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import urllib.request
 
 import pytest
@@ -185,6 +186,10 @@ def test_dev_stack_runs_a_job_and_stops_cleanly_on_ctrl_c(weights_file, tmp_path
             break
     text = "".join(out)
     assert "wrote" in text and (tmp_path / "result.png").exists(), text
+    # Read on to the end, as a terminal does: a full pipe would block the stack as it stops.
+    rest: list[str] = []
+    reader = threading.Thread(target=lambda: rest.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     broker = text.split("STYLEQUEUE_BROKER_URL=")[1].split()[0]
     # the printed curl line submits a job through the API the dev stack runs
     curl = next(line.strip() for line in out if line.strip().startswith("curl "))
@@ -199,7 +204,13 @@ def test_dev_stack_runs_a_job_and_stops_cleanly_on_ctrl_c(weights_file, tmp_path
 
     wait_for(finished, 120, "the job submitted with curl")
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=90) == 130
+    bound = 60 + 10 + 10 + 30  # the worker's warm shutdown, then Redis and SeaweedFS stop; 30 s to spare
+    try:
+        assert proc.wait(timeout=bound) == 130, "".join(rest[-40:])
+    except subprocess.TimeoutExpired:
+        logs = "".join(f"\n--- {p.name}\n" + p.read_text()[-3000:] for p in sorted(tmp_path.glob("*.log")))
+        pytest.fail(f"the dev stack did not stop within {bound} s of Ctrl-C; its logs:{logs}")
+    reader.join(10)
     import redis
 
     with pytest.raises(redis.ConnectionError):  # the dev Redis is gone
