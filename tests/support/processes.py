@@ -19,6 +19,15 @@ from producer.devstack import stop_group
 from support.waiting import wait_for
 
 CLI = [sys.executable, "-m", "producer.cli"]
+#: ``CLI`` as a terminal starts it, Ctrl-C (SIGINT) at its default: a shell starts a background job
+#: with SIGINT ignored, and every process under it (pytest, its workers, what they start) inherits
+#: that, so a test of Ctrl-C would depend on how its run was started.
+CLI_IN_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'producer.cli', *sys.argv[1:]])",
+]
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 from support.metrics import sample, scrape
-from support.processes import CLI, own_workers
+from support.processes import CLI, CLI_IN_A_TERMINAL, own_workers
 from support.waiting import wait_for
 
 from producer.broker.queues import depth
@@ -162,7 +162,7 @@ def test_dev_stack_runs_a_job_and_stops_cleanly_on_ctrl_c(weights_file, tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEQUEUE_")}
     proc = subprocess.Popen(
         [
-            *CLI,
+            *CLI_IN_A_TERMINAL,
             "dev",
             "--dir",
             str(tmp_path),
