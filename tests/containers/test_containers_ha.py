@@ -84,12 +84,8 @@ class HAStack(Stack):
         return ADDRESSES.get(out[0], out[0]) if out else None
 
     def sentinel_events(self) -> str:
-        """Each Sentinel's log less its repeated lookups: what it saw and did (+sdown, +tilt, votes)."""
-        logs = []
-        for s in SENTINELS:
-            lines = podman("logs", self.container(s), check=False).stdout.splitlines()
-            logs.append(f"--- {s}\n" + "\n".join(line for line in lines if "Failed to resolve" not in line)[-4000:])
-        return "\n".join(logs)
+        """Each Sentinel's log: what it saw and did (+sdown, +tilt, votes)."""
+        return "\n".join(f"--- {s}\n{self.log(s, tail=60)}" for s in SENTINELS)
 
     def redis(self) -> Any:
         import redis
